@@ -1,0 +1,154 @@
+/*
+ * tests/unit/check_store.c - the id map, the vector arena and the slot
+ * store, against naive references.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "iqdb_int.h"
+#include "testutil.h"
+
+START_TEST(test_store_idmap_random_ops)
+{
+    enum { N = 20000 };
+    iqdb_idmap m;
+    iqdb_id *ids = calloc(N, sizeof *ids);
+    unsigned char *present = calloc(N, 1);
+    iqdb__idmap_init(&m);
+    for (int i = 0; i < N; i++)
+        ids[i] = iqdb_id_u64((uint64_t)i * 7919u);
+    uint64_t seed = 3;
+    for (int op = 0; op < 200000; op++) {
+        int i = (int)(tu_next(&seed) % N);
+        uint64_t h = iqdb__id_hash(ids[i]), slot;
+        switch (tu_next(&seed) % 3) {
+        case 0:
+            ck_assert_int_eq(iqdb__idmap_reserve(&m, 1), 0);
+            iqdb__idmap_put(&m, ids, ids[i], h, (uint64_t)i);
+            present[i] = 1;
+            break;
+        case 1:
+            iqdb__idmap_del(&m, ids, ids[i], h);
+            present[i] = 0;
+            break;
+        default:
+            ck_assert_int_eq(iqdb__idmap_find(&m, ids, ids[i], h, &slot),
+                             present[i]);
+            if (present[i])
+                ck_assert_uint_eq(slot, (uint64_t)i);
+        }
+    }
+    size_t count = 0;
+    for (int i = 0; i < N; i++)
+        count += present[i];
+    ck_assert_uint_eq(m.count, count);
+    for (int i = 0; i < N; i++) {
+        uint64_t slot;
+        ck_assert_int_eq(
+            iqdb__idmap_find(&m, ids, ids[i], iqdb__id_hash(ids[i]), &slot),
+            present[i]);
+    }
+    iqdb__idmap_destroy(&m);
+    free(ids);
+    free(present);
+}
+END_TEST
+
+START_TEST(test_store_id_hash_distinguishes_kinds)
+{
+    uint64_t x = 5;
+    iqdb_id a = iqdb_id_u64(5), b = iqdb_id_bytes(&x, 8);
+    ck_assert(!iqdb_id_equal(a, b));
+    ck_assert(iqdb_id_equal(a, iqdb_id_u64(5)));
+    ck_assert(iqdb_id_equal(b, iqdb_id_bytes(&x, 8)));
+    ck_assert(!iqdb_id_equal(b, iqdb_id_bytes(&x, 7)));
+    ck_assert_uint_ne(iqdb__id_hash(a), 0);
+}
+END_TEST
+
+START_TEST(test_store_arena_stable_addresses)
+{
+    iqdb_arena a;
+    for (uint32_t dim = 1; dim <= 4099; dim = dim * 3 + 1) {
+        iqdb__arena_init(&a, dim);
+        ck_assert_uint_eq(a.stride % 8, 0);
+        ck_assert_uint_ge(a.stride, dim);
+        ck_assert_int_eq(iqdb__arena_reserve(&a, 10), 0);
+        float *first = iqdb__arena_at(&a, 3);
+        first[0] = 42.0f;
+        ck_assert_int_eq(iqdb__arena_reserve(&a, 100000), 0);
+        ck_assert_ptr_eq(iqdb__arena_at(&a, 3), first);
+        ck_assert_float_eq(first[0], 42.0f);
+        for (uint64_t s = 0; s < 100000; s += 997)
+            ck_assert_uint_eq((uintptr_t)iqdb__arena_at(&a, s) % 32, 0);
+        /* Consecutive slots in a chunk are one stride apart. */
+        ck_assert_ptr_eq(iqdb__arena_at(&a, 1), iqdb__arena_at(&a, 0) + a.stride);
+        iqdb__arena_destroy(&a);
+    }
+}
+END_TEST
+
+START_TEST(test_store_reserve_then_infallible)
+{
+    iqdb_store s;
+    iqdb__store_init(&s, 4);
+    ck_assert_int_eq(iqdb__store_reserve(&s, 100), 0);
+    uint64_t slots[100];
+    for (int i = 0; i < 100; i++) {
+        slots[i] = iqdb__store_take(&s);
+        iqdb_id id;
+        iqdb__id_copy(iqdb_id_u64((uint64_t)i), &id);
+        iqdb__store_publish(&s, slots[i], id, iqdb__id_hash(id), NULL);
+    }
+    ck_assert_uint_eq(s.count, 100);
+    iqdb__store_release(&s, slots[10]);
+    ck_assert(!iqdb__store_is_live(&s, slots[10]));
+    uint64_t found;
+    ck_assert_int_eq(iqdb__store_find(&s, iqdb_id_u64(10),
+                                      iqdb__id_hash(iqdb_id_u64(10)), &found),
+                     0);
+    ck_assert_int_eq(iqdb__store_reserve(&s, 1), 0);
+    ck_assert_uint_eq(iqdb__store_take(&s), slots[10]);
+    iqdb__store_destroy(&s);
+}
+END_TEST
+
+START_TEST(test_store_reserve_fails_cleanly)
+{
+    iqdb_store s;
+    iqdb__store_init(&s, 8);
+    int r = IQDB_ENOMEM;
+    for (long n = 0; r != 0; n++) {
+        iqdb__alloc_fail_after(n);
+        r = iqdb__store_reserve(&s, 5000);
+        iqdb__alloc_fail_after(-1);
+        if (r != 0)
+            ck_assert_int_eq(r, IQDB_ENOMEM);
+    }
+    ck_assert_uint_ge(s.cap, 5000);
+    iqdb__store_destroy(&s);
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("idmap");
+    tcase_add_test(tc, test_store_idmap_random_ops);
+    tcase_add_test(tc, test_store_id_hash_distinguishes_kinds);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("arena");
+    tcase_add_test(tc, test_store_arena_stable_addresses);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("slots");
+    tcase_add_test(tc, test_store_reserve_then_infallible);
+    tcase_add_test(tc, test_store_reserve_fails_cleanly);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(store_suite());
+}

@@ -37,9 +37,9 @@
 #define INSERT_BATCH 10000
 #define WARMUP_QUERIES 10
 #define ORACLE_QUERIES 20
-/* Streaming-read buffer: several times the 260 MiB L3 some hosts report,
+/* Streaming-read buffer: four times the 260 MiB L3 some hosts report,
  * so the figure is DRAM bandwidth, not cache. Halved until it allocates. */
-#define BW_BYTES_MAX ((size_t)2 << 30)
+#define BW_BYTES_MAX ((size_t)1 << 30)
 #define BW_RUNS 5
 /* Two distances count as a tie when they agree to this relative error:
  * float kernels (ours, FAISS's |x|^2 + |y|^2 - 2xy) may order such pairs

@@ -219,7 +219,8 @@ static void run_queries(iqdb *db, const ds_dataset *d)
         if (top_label(res) == (long long)d->query_labels[i])
             correct++;
         if (i < SHOWN_QUERIES) {
-            printf("query %zu (test image %zu), true label: %s\n", i, i,
+            printf("query %zu (%s %zu), true label: %s\n", i,
+                   use_gen_names ? "generated query" : "test image", i,
                    class_name(d->query_labels[i]));
             print_hits(res);
             printf("\n");
@@ -258,7 +259,8 @@ static void run_filtered(iqdb *db, const ds_dataset *d)
                      NULL, &res);
     iqdb_filter_free(f);
     check(db, rc, "iqdb_search (filtered)");
-    printf("filtered query: test image 0 (true label: %s), filter: %s\n",
+    printf("filtered query: %s 0 (true label: %s), filter: %s\n",
+           use_gen_names ? "generated query" : "test image",
            class_name(d->query_labels[0]), text);
     print_hits(res);
     hits = iqdb_results_hits(res, 0);

@@ -383,7 +383,7 @@ START_TEST(test_filter_in_many)
         if (i % 2 == 0) {
             miss = iqdb_value_int(vals[i].v.i + 1);
         } else {
-            snprintf(s, sizeof s, "%s1", strs[i]);
+            snprintf(s, sizeof s, "%.11s1", strs[i]);
             miss = iqdb_value_str(s);
         }
         m = meta1("x", miss);

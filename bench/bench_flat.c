@@ -37,6 +37,9 @@
 #define INSERT_BATCH 10000
 #define WARMUP_QUERIES 10
 #define ORACLE_QUERIES 20
+/* The batch is short and the machine may be shared: best of a few. */
+#define BATCH_RUNS 3
+#define BATCH_BUDGET_S 10.0
 /* Streaming-read buffer: four times the 260 MiB L3 some hosts report,
  * so the figure is DRAM bandwidth, not cache. Halved until it allocates. */
 #define BW_BYTES_MAX ((size_t)1 << 30)
@@ -86,6 +89,7 @@ typedef struct agreement {
 typedef struct report {
     char name[64];
     size_t n, dim, nq, k;
+    int threads; /* batch threads */
     double insert_s;
     double bw_big, bw_same; /* GB/s: big buffer, base-sized buffer */
     size_t bw_big_bytes;
@@ -476,14 +480,16 @@ static double run_single(iqdb *db, const ds_matrix *q, size_t k, topk *out,
     return (double)q->rows / dt;
 }
 
-/* One batch call over all queries on `threads` threads; returns QPS. */
+/* One batch call over all queries on `threads` threads, best of up to
+ * BATCH_RUNS within BATCH_BUDGET_S (faiss_flat.py uses the same rule);
+ * returns QPS. */
 static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
                         topk *out, double *cpu)
 {
     iqdb_results *res = NULL;
     size_t warm = q->rows < 50 ? q->rows : 50, i;
-    double t0, c0, dt;
-    int rc;
+    double start, best = 0.0;
+    int rc, run;
 
     set_threads(threads);
     rc = iqdb_search_batch(db, q->data, warm, (uint32_t)q->dim, k, NULL, NULL,
@@ -491,14 +497,27 @@ static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
     if (rc != 0)
         die_lib(db, rc, "iqdb_search_batch (warm-up)");
     iqdb_results_free(res);
-    c0 = cpu_s();
-    t0 = now_s();
-    rc = iqdb_search_batch(db, q->data, q->rows, (uint32_t)q->dim, k, NULL,
-                           NULL, &res);
-    dt = now_s() - t0;
-    *cpu = (cpu_s() - c0) / dt;
-    if (rc != 0)
-        die_lib(db, rc, "iqdb_search_batch");
+    res = NULL;
+    start = now_s();
+    for (run = 0; run < BATCH_RUNS; run++) {
+        double t0, c0, dt;
+
+        if (run > 0 && now_s() - start > BATCH_BUDGET_S)
+            break;
+        iqdb_results_free(res);
+        res = NULL;
+        c0 = cpu_s();
+        t0 = now_s();
+        rc = iqdb_search_batch(db, q->data, q->rows, (uint32_t)q->dim, k,
+                               NULL, NULL, &res);
+        dt = now_s() - t0;
+        if (rc != 0)
+            die_lib(db, rc, "iqdb_search_batch");
+        if (best == 0.0 || dt < best) {
+            best = dt;
+            *cpu = (cpu_s() - c0) / dt;
+        }
+    }
     if (iqdb_results_nqueries(res) != q->rows) {
         fprintf(stderr, "%s: iqdb_search_batch answered %zu of %zu queries\n",
                 prog, iqdb_results_nqueries(res), q->rows);
@@ -508,7 +527,7 @@ static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
         topk_take(out, i, res, i);
     iqdb_results_free(res);
     set_threads(1);
-    return (double)q->rows / dt;
+    return (double)q->rows / best;
 }
 
 /* ------------------------------------------------------------------ */
@@ -744,6 +763,10 @@ static void print_report(const report *r)
 {
     double mb = (double)r->n * (double)r->dim * 4.0 / 1e6;
     double scan_ceiling = fmax(r->bw_big, r->bw_same);
+    char blabel[48];
+
+    fmt(blabel, sizeof(blabel), "batch QPS, %d thread%s", r->threads,
+        r->threads == 1 ? "" : "s");
 
     printf("\n== %s: %zu x %zu base (%.1f MB), %zu queries, k = %zu, "
            "euclidean, flat index ==\n",
@@ -764,7 +787,7 @@ static void print_report(const report *r)
                r->peer_single_qps, rs, ">= ", TARGET_SINGLE,
                verdict(rs >= TARGET_SINGLE));
         printf("  %-28s %12.1f %12.1f %8.2fx %7s%.2fx  %s\n",
-               "batch QPS, 2 threads", r->batch_qps, r->peer_batch_qps, rb,
+               blabel, r->batch_qps, r->peer_batch_qps, rb,
                ">= ", TARGET_BATCH, verdict(rb >= TARGET_BATCH));
         printf("  %-28s %12.2f %12.2f\n", "scan rate GB/s, 1 thread",
                r->scan_gbs,
@@ -773,8 +796,7 @@ static void print_report(const report *r)
     } else {
         printf("  %-28s %12.1f %12s\n", "single-query QPS, 1 thread",
                r->single_qps, "-");
-        printf("  %-28s %12.1f %12s\n", "batch QPS, 2 threads", r->batch_qps,
-               "-");
+        printf("  %-28s %12.1f %12s\n", blabel, r->batch_qps, "-");
         printf("  %-28s %12.2f %12s\n", "scan rate GB/s, 1 thread",
                r->scan_gbs, "-");
     }
@@ -819,6 +841,7 @@ static int bench_dataset(const opts *o, const ds_dataset *d, report *r)
     r->dim = base->dim;
     r->nq = q->rows;
     r->k = o->k;
+    r->threads = o->batch_threads;
     printf("\n[%s] inserting %zu vectors...\n", d->name, base->rows);
     fflush(stdout);
     db = open_and_fill(base, r);

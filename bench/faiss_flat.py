@@ -186,11 +186,19 @@ def main():
     single = time.perf_counter() - t0
 
     # Batch on N threads; OpenBLAS (OpenMP build) follows the same setting.
+    # Best of up to 3 runs within 10 s, the rule bench_flat applies to
+    # iqdb_search_batch.
     faiss.omp_set_num_threads(args.threads)
     index.search(xq[:min(nq, 50)], k)
-    t0 = time.perf_counter()
-    _, ids = index.search(xq, k)
-    batch = time.perf_counter() - t0
+    batch = None
+    start = time.perf_counter()
+    for run in range(3):
+        if run > 0 and time.perf_counter() - start > 10.0:
+            break
+        t0 = time.perf_counter()
+        _, ids = index.search(xq, k)
+        dt = time.perf_counter() - t0
+        batch = dt if batch is None else min(batch, dt)
     write_ivecs(args.ids_out, ids)
 
     note = ""

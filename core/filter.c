@@ -598,6 +598,7 @@ static iqdb_filter *combine(enum fkind kind, iqdb_filter *a, iqdb_filter *b)
     /* A NULL operand is an earlier failure whose message stands. */
     if (a == NULL || b == NULL) {
         iqdb_filter_free(a);
+        iqdb_filter_free(b);
         return NULL;
     }
     iqdb_filter *dst = a;

@@ -70,17 +70,17 @@ END_TEST
 START_TEST(test_store_arena_stable_addresses)
 {
     iqdb_arena a;
-    for (uint32_t dim = 1; dim <= 4099; dim = dim * 3 + 1) {
+    for (uint32_t dim = 1; dim <= 1100; dim = dim * 3 + 1) {
         iqdb__arena_init(&a, dim);
         ck_assert_uint_eq(a.stride % 8, 0);
         ck_assert_uint_ge(a.stride, dim);
         ck_assert_int_eq(iqdb__arena_reserve(&a, 10), 0);
         float *first = iqdb__arena_at(&a, 3);
         first[0] = 42.0f;
-        ck_assert_int_eq(iqdb__arena_reserve(&a, 100000), 0);
+        ck_assert_int_eq(iqdb__arena_reserve(&a, 20000), 0);
         ck_assert_ptr_eq(iqdb__arena_at(&a, 3), first);
         ck_assert_float_eq(first[0], 42.0f);
-        for (uint64_t s = 0; s < 100000; s += 997)
+        for (uint64_t s = 0; s < 20000; s += 997)
             ck_assert_uint_eq((uintptr_t)iqdb__arena_at(&a, s) % 32, 0);
         /* Consecutive slots in a chunk are one stride apart. */
         ck_assert_ptr_eq(iqdb__arena_at(&a, 1), iqdb__arena_at(&a, 0) + a.stride);

@@ -249,9 +249,10 @@ static int eval_node(const iqdb_filter *f, const iqdb_meta *m)
     return 0;
 }
 
+/* No filter matches every record, as a NULL filter does in iqdb_search. */
 int iqdb_filter_eval(const iqdb_filter *f, const iqdb_meta *m)
 {
-    return f ? eval_node(f, m) : 0;
+    return f ? eval_node(f, m) : 1;
 }
 
 /* ---- freeing --------------------------------------------------------- */

@@ -106,7 +106,7 @@ static int at(const struct parser *p, size_t i)
     return i < p->len ? (unsigned char)p->text[i] : -1;
 }
 
-/* Describe byte c for a message: 'x' when printable, else its value. */
+/* Fail on the byte at off, shown as 'x' when printable, else in hex. */
 static void fail_unexpected(struct parser *p, size_t off, const char *where)
 {
     int c = at(p, off);

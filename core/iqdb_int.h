@@ -54,6 +54,12 @@ const char *iqdb__last_error(void);
 /* Take a reference to an immutable stored map; iqdb_meta_free drops one.
  * Maps handed out as const (search hits) are shared this way. */
 iqdb_meta *iqdb__meta_ref(const iqdb_meta *m);
+/* The value stored under key[0..key_len) in m, or NULL when m is NULL or
+ * has no such key. Borrowed; sets no error message; safe on a shared map. */
+const iqdb_value *iqdb__meta_find(const iqdb_meta *m, const char *key,
+                                  size_t key_len);
+/* Approximate bytes held by m (0 for NULL). */
+size_t iqdb__meta_memory(const iqdb_meta *m);
 
 #endif /* IQDB_INT_H */
 

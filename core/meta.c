@@ -78,13 +78,19 @@ iqdb_value iqdb_value_bool(int b)
 
 static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
+    /* Keys are never empty, and most probes differ in their first byte:
+     * settle those without a call to memcmp. */
+    unsigned char a0 = (unsigned char)a[0], b0 = (unsigned char)b[0];
+    if (a0 != b0)
+        return a0 < b0 ? -1 : 1;
     int c = memcmp(a, b, alen < blen ? alen : blen);
     if (c != 0)
         return c;
     return (alen > blen) - (alen < blen);
 }
 
-/* Index of key, or of where it would be inserted; *found says which. */
+/* Index of key (len > 0), or of where it would be inserted; *found says
+ * which. */
 static size_t find_slot(const iqdb_meta *m, const char *key, size_t len,
                         int *found)
 {
@@ -110,7 +116,7 @@ const iqdb_value *iqdb__meta_find(const iqdb_meta *m, const char *key,
                                   size_t key_len)
 {
     int found;
-    if (m == NULL)
+    if (m == NULL || key_len == 0)
         return NULL;
     size_t i = find_slot(m, key, key_len, &found);
     return found ? &m->e[i].val : NULL;
@@ -338,8 +344,9 @@ int iqdb_meta_unset(iqdb_meta *m, const char *key)
         return rc;
     if (key == NULL)
         return iqdb__set_error(NULL, IQDB_EINVAL, "meta: NULL key");
-    int found;
-    size_t i = find_slot(m, key, strlen(key), &found);
+    int found = 0;
+    size_t len = strlen(key);
+    size_t i = len > 0 ? find_slot(m, key, len, &found) : 0;
     if (!found)
         return 0;
     iqdb__free(m->e[i].buf);

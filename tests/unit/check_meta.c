@@ -155,6 +155,7 @@ START_TEST(test_meta_unset)
     ck_assert_int_eq(iqdb_meta_unset(m, "a"), 0);
     ck_assert_int_eq(iqdb_meta_unset(m, "c"), 0);
     ck_assert_uint_eq(iqdb_meta_count(m), 0);
+    ck_assert_int_eq(iqdb_meta_unset(m, ""), 0);
     ck_assert_int_eq(iqdb_meta_unset(m, NULL), IQDB_EINVAL);
     ck_assert_int_eq(iqdb_meta_unset(NULL, "a"), IQDB_EINVAL);
     /* The emptied map is still usable. */
@@ -417,6 +418,8 @@ START_TEST(test_meta_find)
     ck_assert(v->v.i == 1);
     ck_assert_ptr_null(iqdb__meta_find(m, "yea", 3));
     ck_assert_ptr_null(iqdb__meta_find(NULL, "y", 1));
+    ck_assert_ptr_null(iqdb__meta_find(m, "y", 0));
+    ck_assert_int_eq(iqdb_meta_get(m, "", &(iqdb_value){0}), IQDB_ENOTFOUND);
     iqdb_meta_free(m);
 }
 END_TEST

@@ -45,7 +45,8 @@ static const int32_t mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
 
 INL __m256i prefix_mask(size_t r)
 {
-    return _mm256_loadu_si256((const __m256i *)(const void *)(mask_tab + 8 - r));
+    const void *p = mask_tab + 8 - r;
+    return _mm256_loadu_si256((const __m256i *)p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -53,7 +54,8 @@ INL __m256i prefix_mask(size_t r)
 
 INL float hsum(__m256 y)
 {
-    __m128 z = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+    __m128 z = _mm_add_ps(_mm256_castps256_ps128(y),
+                          _mm256_extractf128_ps(y, 1));
     z = _mm_add_ps(z, _mm_movehl_ps(z, z));
     z = _mm_add_ss(z, _mm_movehdup_ps(z));
     return _mm_cvtss_f32(z);
@@ -328,6 +330,10 @@ TGT static void norms_sq_avx2(const float *base, size_t stride, size_t n,
 enum { MR = 6, NR = 16 };
 /* Longest k block, and the bytes of packed base vectors kept in L2. */
 enum { KC_MAX = 384, BP_BYTES = 1u << 20 };
+/* Up to this many queries, transposing the base vectors costs more than
+ * the micro-kernel saves (measured on 60000 x 784 and x 128); bytes of
+ * base vectors per block of the unpacked path. */
+enum { UNPACKED_MAX_M = 3, UNPACKED_BYTES = 256u << 10 };
 
 /* Transpose the 8 x 8 block r in place: r[c] becomes column c (32-bit
  * then 64-bit interleaves, then a swap of 128-bit lanes). */
@@ -391,13 +397,14 @@ TGT static void pack_queries(const float *q, size_t qstride, size_t mr,
                              size_t kc, float *ap)
 {
     for (size_t r = 0; r < MR; r++) {
-        const float *qr = q + r * qstride;
-        if (r < mr)
+        if (r < mr) {
+            const float *qr = q + r * qstride;
             for (size_t k = 0; k < kc; k++)
                 ap[k * MR + r] = qr[k];
-        else
+        } else {
             for (size_t k = 0; k < kc; k++)
                 ap[k * MR + r] = 0.0f;
+        }
     }
 }
 
@@ -436,25 +443,33 @@ INL void micro_kernel(size_t kc, const float *ap, const float *bp, float *c,
     }
 }
 
-/* Without memory for the packed panels: per query, two base vectors at a
- * time through the pair code. Slower, never wrong. */
+/* For a few queries, or without memory for the packed panels: per
+ * query, two base vectors at a time through the pair code, over blocks of
+ * base vectors small enough to stay in L2 while every query passes. */
 TGT static void dot_mxn_unpacked(const float *q, size_t qstride, size_t m,
                                  const float *base, size_t stride, size_t n,
                                  size_t dim, float *out, size_t ldo)
 {
-    for (size_t i = 0; i < m; i++) {
-        const float *qi = q + i * qstride;
-        float *o = out + i * ldo;
-        const float *v[NBMAX];
-        size_t j = 0;
-        for (; j + NBMAX <= n; j += NBMAX) {
-            for (int t = 0; t < NBMAX; t++)
-                v[t] = base + (j + (size_t)t) * stride;
-            pairs(M_SUM, NBMAX, 0, qi, v, NULL, dim, 0.0f, o + j);
-        }
-        for (; j < n; j++) {
-            v[0] = base + j * stride;
-            pairs(M_SUM, 1, 0, qi, v, NULL, dim, 0.0f, o + j);
+    size_t row = stride > dim ? stride : dim;
+    size_t blk = UNPACKED_BYTES / ((row + 1) * sizeof(float)) / NBMAX * NBMAX;
+    if (blk < NBMAX)
+        blk = NBMAX;
+    for (size_t j0 = 0; j0 < n; j0 += blk) {
+        size_t j1 = n - j0 < blk ? n : j0 + blk;
+        for (size_t i = 0; i < m; i++) {
+            const float *qi = q + i * qstride;
+            float *o = out + i * ldo;
+            const float *v[NBMAX];
+            size_t j = j0;
+            for (; j + NBMAX <= j1; j += NBMAX) {
+                for (int t = 0; t < NBMAX; t++)
+                    v[t] = base + (j + (size_t)t) * stride;
+                pairs(M_SUM, NBMAX, 0, qi, v, NULL, dim, 0.0f, o + j);
+            }
+            for (; j < j1; j++) {
+                v[0] = base + j * stride;
+                pairs(M_SUM, 1, 0, qi, v, NULL, dim, 0.0f, o + j);
+            }
         }
     }
 }
@@ -465,6 +480,16 @@ TGT static void dot_mxn_avx2(const float *q, size_t qstride, size_t m,
 {
     if (m == 0 || n == 0)
         return;
+    if (dim == 0) {
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++)
+                out[i * ldo + j] = 0.0f;
+        return;
+    }
+    if (m <= UNPACKED_MAX_M) {
+        dot_mxn_unpacked(q, qstride, m, base, stride, n, dim, out, ldo);
+        return;
+    }
     size_t nkb = (dim + KC_MAX - 1) / KC_MAX;
     size_t kc_max = (dim + nkb - 1) / nkb;
     size_t nc_max = BP_BYTES / (kc_max * sizeof(float)) / NR * NR;
@@ -493,8 +518,9 @@ TGT static void dot_mxn_avx2(const float *q, size_t qstride, size_t m,
                     size_t nr = nc - jr < NR ? nc - jr : NR;
                     __m256i m0 = prefix_mask(nr < W ? nr : W);
                     __m256i m1 = prefix_mask(nr > W ? nr - W : 0);
-                    micro_kernel(kc, ap, bp + jr * kc, out + ic * ldo + jc + jr,
-                                 ldo, mr, m0, m1, pc > 0);
+                    float *c = out + ic * ldo + jc + jr;
+                    micro_kernel(kc, ap, bp + jr * kc, c, ldo, mr, m0, m1,
+                                 pc > 0);
                 }
             }
         }

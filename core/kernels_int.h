@@ -24,7 +24,7 @@ const iqdb_kernels *iqdb__kernels_named(const char *isa);
 /* The tables; a table that this build could not compile is NULL-valued
  * through iqdb__kernels_named. */
 extern const iqdb_kernels iqdb__kernels_scalar;
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
 extern const iqdb_kernels iqdb__kernels_avx2;
 extern const iqdb_kernels iqdb__kernels_avx512;
 #endif

@@ -169,7 +169,7 @@ static void dist_gather_scalar(int metric, const float *q,
  * by every query before the next block is read. */
 static size_t scalar_block(size_t dim)
 {
-    size_t nb = (256u * 1024u) / (dim * sizeof(float));
+    size_t nb = (256u * 1024u) / ((dim + 1) * sizeof(float));
     return nb < 4 ? 4 : nb;
 }
 

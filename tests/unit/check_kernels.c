@@ -450,7 +450,8 @@ START_TEST(test_kernels_norms_sq)
     const iqdb_kernels *t[NISA];
     size_t nt = usable_tables(t);
     for (size_t d = 0; d < NDIMS; d++) {
-        size_t dim = dims[d], n = 1 + rnd_below(9), stride = dim + rnd_below(3);
+        size_t dim = dims[d], n = 1 + rnd_below(9);
+        size_t stride = dim + rnd_below(3);
         vecbuf b = vec_new((n - 1) * stride + dim);
         float out[9];
         for (size_t k = 0; k < nt; k++) {
@@ -525,7 +526,8 @@ START_TEST(test_kernels_tables)
 #if defined(__x86_64__)
     __builtin_cpu_init();
     /* On x86-64 the tables exist; the CPU decides which run. */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    if (__builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl"))
         ck_assert_ptr_eq(iqdb__kernels_named("avx512"), &iqdb__kernels_avx512);
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
@@ -558,7 +560,9 @@ START_TEST(test_kernels_pick)
 {
     const iqdb_kernels *avx2 = iqdb__kernels_named("avx2");
     const iqdb_kernels *avx512 = iqdb__kernels_named("avx512");
-    const iqdb_kernels *best = avx512 ? avx512 : avx2 ? avx2 : &iqdb__kernels_scalar;
+    const iqdb_kernels *best = avx512 ? avx512
+                               : avx2 ? avx2
+                                      : &iqdb__kernels_scalar;
     ck_assert_ptr_eq(iqdb__kernels_pick("scalar"), &iqdb__kernels_scalar);
     ck_assert_ptr_eq(iqdb__kernels_pick("avx2"),
                      avx2 ? avx2 : &iqdb__kernels_scalar);

@@ -631,6 +631,7 @@ int iqdb_plugin_list(iqdb_plugin_info **out, size_t *n)
         } else {
             const iqdb_codec_ops *o = e->ops;
             l[i].description = o->description ? o->description : "";
+            l[i].codec_id = o->id;
         }
     }
     *n = n_entries;

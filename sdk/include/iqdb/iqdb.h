@@ -453,6 +453,7 @@ typedef struct iqdb_plugin_info {
     const char *module;      /* module name */
     const char *description; /* one line */
     uint64_t caps;           /* IQDB_CAP_* flags (index) or 0 */
+    uint32_t codec_id;       /* stable codec id (codec) or 0 */
 } iqdb_plugin_info;
 
 /* Add a directory to the process-wide plugin search path (searched

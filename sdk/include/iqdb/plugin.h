@@ -349,7 +349,9 @@ typedef struct iqdb_codec_ops {
     /* Largest compressed size of src_len input bytes (0 on overflow). */
     size_t (*bound)(size_t src_len);
     /* Compress src[0..src_len) into dst (capacity dst_cap); set *out_len.
-     * Returns 0, IQDB_EINVAL (bad level) or IQDB_ENOMEM / IQDB_EINTERNAL. */
+     * Returns 0, IQDB_EINVAL (bad level), IQDB_ERANGE (dst_cap too small;
+     * bound() is always enough) or IQDB_ENOMEM / IQDB_EINTERNAL. Level 0
+     * means the codec's default. May run on several threads at once. */
     int (*compress)(const void *src, size_t src_len, void *dst,
                     size_t dst_cap, size_t *out_len, int level);
     /* Decompress into dst, which must receive exactly dst_cap bytes (the

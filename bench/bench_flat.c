@@ -11,6 +11,10 @@
  *   bench_flat [--dataset fashion-mnist|generated|all] [--queries N]
  *              [--n N] [--dim D] [--k K] [--threads T] [--no-peers]
  *              [--peer-blas-as-is] [--fmnist-dir DIR] [--faiss-script P]
+ *
+ * Exit status: 1 on a library error or wrong results, 2 on bad options;
+ * a missed performance target is reported, not failed (the machine may
+ * be shared, and bench/ measures rather than tests).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -19,9 +23,8 @@
 #include "dataset.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,18 +35,25 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #define PYTHON "/usr/bin/python3"
 #define INSERT_BATCH 10000
 #define WARMUP_QUERIES 10
 #define ORACLE_QUERIES 20
-/* The batch is short and the machine may be shared: best of a few. */
-#define BATCH_RUNS 3
+/* The batch is short and the machine may be shared: the best of at least
+ * BATCH_MIN_RUNS and at most BATCH_MAX_RUNS runs, as many as fit in
+ * BATCH_BUDGET_S, so that one run likely finds both cores free.
+ * faiss_flat.py applies the same rule. */
+#define BATCH_MIN_RUNS 3
+#define BATCH_MAX_RUNS 10
 #define BATCH_BUDGET_S 10.0
 /* Streaming-read buffer: four times the 260 MiB L3 some hosts report,
  * so the figure is DRAM bandwidth, not cache. Halved until it allocates. */
 #define BW_BYTES_MAX ((size_t)1 << 30)
-#define BW_RUNS 5
+#define BW_RUNS 10
 /* Two distances count as a tie when they agree to this relative error:
  * float kernels (ours, FAISS's |x|^2 + |y|^2 - 2xy) may order such pairs
  * either way. */
@@ -101,8 +111,10 @@ typedef struct report {
     agreement oracle, batch_vs_single, peer_agree;
     int have_peer;
     double peer_single_qps, peer_batch_qps;
+    double peer_single_cpu, peer_batch_cpu; /* -1 when not reported */
     char peer_why[256]; /* why there is no peer figure */
     char peer_version[32];
+    char peer_build[128];
     char blas[1024];
     char blas_note[512];
 } report;
@@ -225,9 +237,14 @@ static int cmp_double(const void *a, const void *b)
 /* ------------------------------------------------------------------ */
 /* Memory bandwidth                                                     */
 
-/* One streaming pass; eight independent sums keep the loads in flight
- * rather than waiting on one add chain. */
-static uint64_t read_pass(const uint64_t *buf, size_t words)
+/*
+ * One streaming pass over buf. The loads are as wide as the CPU allows,
+ * like the library's own kernels: with 8-byte loads the out-of-order
+ * window covers 8x fewer cache lines, fewer misses are in flight, and a
+ * single thread reads DRAM measurably slower than a SIMD scan does. Four
+ * independent sums keep the adds off the critical path.
+ */
+static uint64_t read_pass_scalar(const uint64_t *buf, size_t words)
 {
     uint64_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i;
@@ -245,17 +262,90 @@ static uint64_t read_pass(const uint64_t *buf, size_t words)
     return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* words is a multiple of 32 and buf 64-byte aligned (measure_bw). */
+__attribute__((target("avx512f"))) static uint64_t
+read_pass_avx512(const uint64_t *buf, size_t words)
+{
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    uint64_t out[8];
+    size_t i;
+
+    for (i = 0; i + 32 <= words; i += 32) {
+        a = _mm512_add_epi64(a, _mm512_load_si512((const void *)(buf + i)));
+        b = _mm512_add_epi64(b,
+                             _mm512_load_si512((const void *)(buf + i + 8)));
+        c = _mm512_add_epi64(c,
+                             _mm512_load_si512((const void *)(buf + i + 16)));
+        d = _mm512_add_epi64(d,
+                             _mm512_load_si512((const void *)(buf + i + 24)));
+    }
+    _mm512_storeu_si512((void *)out,
+                        _mm512_add_epi64(_mm512_add_epi64(a, b),
+                                         _mm512_add_epi64(c, d)));
+    return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] +
+           out[7];
+}
+
+__attribute__((target("avx2"))) static uint64_t
+read_pass_avx2(const uint64_t *buf, size_t words)
+{
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    uint64_t out[4];
+    size_t i;
+
+    for (i = 0; i + 16 <= words; i += 16) {
+        a = _mm256_add_epi64(a, _mm256_load_si256((const void *)(buf + i)));
+        b = _mm256_add_epi64(b,
+                             _mm256_load_si256((const void *)(buf + i + 4)));
+        c = _mm256_add_epi64(c,
+                             _mm256_load_si256((const void *)(buf + i + 8)));
+        d = _mm256_add_epi64(d,
+                             _mm256_load_si256((const void *)(buf + i + 12)));
+    }
+    _mm256_storeu_si256((void *)out,
+                        _mm256_add_epi64(_mm256_add_epi64(a, b),
+                                         _mm256_add_epi64(c, d)));
+    return out[0] + out[1] + out[2] + out[3];
+}
+#endif
+
+typedef uint64_t (*read_pass_fn)(const uint64_t *buf, size_t words);
+
+/* The widest read loop this CPU runs, and its name for the report. */
+static read_pass_fn pick_read_pass(const char **name)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        *name = "AVX-512 loads";
+        return read_pass_avx512;
+    }
+    if (__builtin_cpu_supports("avx2")) {
+        *name = "AVX2 loads";
+        return read_pass_avx2;
+    }
+#endif
+    *name = "8-byte loads";
+    return read_pass_scalar;
+}
+
 /* Best-of-BW_RUNS 1-thread read bandwidth in GB/s over `bytes` (halved
  * until the buffer can be allocated); *used gets the size measured. */
 static double measure_bw(size_t bytes, size_t *used)
 {
     static volatile uint64_t sink;
+    const char *how;
+    read_pass_fn read_pass = pick_read_pass(&how);
+
+    (void)how;
     uint64_t *buf = NULL;
     double best = 0.0;
     size_t words, i;
     int run;
 
-    bytes &= ~(size_t)63;
+    /* Whole 256-byte steps for the unrolled SIMD loops. */
+    bytes &= ~(size_t)255;
     while (bytes >= ((size_t)1 << 20) &&
            (buf = aligned_alloc(64, bytes)) == NULL)
         bytes /= 2;
@@ -480,9 +570,8 @@ static double run_single(iqdb *db, const ds_matrix *q, size_t k, topk *out,
     return (double)q->rows / dt;
 }
 
-/* One batch call over all queries on `threads` threads, best of up to
- * BATCH_RUNS within BATCH_BUDGET_S (faiss_flat.py uses the same rule);
- * returns QPS. */
+/* Batch calls over all queries on `threads` threads, timed by the
+ * BATCH_* rule; returns the best QPS. */
 static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
                         topk *out, double *cpu)
 {
@@ -499,10 +588,10 @@ static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
     iqdb_results_free(res);
     res = NULL;
     start = now_s();
-    for (run = 0; run < BATCH_RUNS; run++) {
+    for (run = 0; run < BATCH_MAX_RUNS; run++) {
         double t0, c0, dt;
 
-        if (run > 0 && now_s() - start > BATCH_BUDGET_S)
+        if (run >= BATCH_MIN_RUNS && now_s() - start > BATCH_BUDGET_S)
             break;
         iqdb_results_free(res);
         res = NULL;
@@ -721,7 +810,12 @@ static void run_peer(const opts *o, const ds_matrix *base,
                  "%s printed no QPS figures", script);
         goto done;
     }
+    if (json_num(last, "single_cpu", &r->peer_single_cpu) != 0)
+        r->peer_single_cpu = -1.0;
+    if (json_num(last, "batch_cpu", &r->peer_batch_cpu) != 0)
+        r->peer_batch_cpu = -1.0;
     json_str(last, "version", r->peer_version, sizeof(r->peer_version));
+    json_str(last, "build", r->peer_build, sizeof(r->peer_build));
     json_str(last, "blas", r->blas, sizeof(r->blas));
     json_str(last, "blas_note", r->blas_note, sizeof(r->blas_note));
     if (ds_ivecs_read(ipath, &iv, &rows, &dim, err, sizeof(err)) != 0) {
@@ -752,6 +846,18 @@ static const char *verdict(int ok)
     return ok ? "ok" : "MISSED";
 }
 
+/* A phase that got clearly fewer CPUs than it asked for shared the
+ * machine; its figure (and any ratio built on it) is then too low, and
+ * OpenMP threads spinning at barriers for a descheduled partner can make
+ * it far too low. cpu < 0: not reported. */
+static void warn_starved(const char *what, double cpu, int threads)
+{
+    if (cpu >= 0 && cpu < 0.85 * threads)
+        printf("  WARNING: %s used %.2f of %d CPUs: the machine was shared "
+               "and this figure is unreliable; rerun when it is idle\n",
+               what, cpu, threads);
+}
+
 static void print_agreement(const char *what, const agreement *ag)
 {
     printf("  %-30s recall %.4f over %zu queries: %zu identical, %zu differ "
@@ -763,6 +869,7 @@ static void print_report(const report *r)
 {
     double mb = (double)r->n * (double)r->dim * 4.0 / 1e6;
     double scan_ceiling = fmax(r->bw_big, r->bw_same);
+    const char *how;
     char blabel[48];
 
     fmt(blabel, sizeof(blabel), "batch QPS, %d thread%s", r->threads,
@@ -773,9 +880,10 @@ static void print_report(const report *r)
            r->name, r->n, r->dim, mb, r->nq, r->k);
     printf("  insert %.2f s (%.0f vectors/s, iqdb_upsert_batch of %d)\n",
            r->insert_s, (double)r->n / r->insert_s, INSERT_BATCH);
-    printf("  1-thread read bandwidth, best of %d: %.2f GB/s over %zu MiB, "
-           "%.2f GB/s over %.0f MB (the base's size)\n",
-           BW_RUNS, r->bw_big, r->bw_big_bytes >> 20, r->bw_same, mb);
+    pick_read_pass(&how);
+    printf("  1-thread read bandwidth (%s, best of %d): %.2f GB/s over %zu "
+           "MiB, %.2f GB/s over %.0f MB (the base's size)\n",
+           how, BW_RUNS, r->bw_big, r->bw_big_bytes >> 20, r->bw_same, mb);
     printf("\n  %-28s %12s %12s %9s %10s\n", "measure", "iqdb", "FAISS",
            "ratio", "target");
     if (r->have_peer) {
@@ -800,18 +908,35 @@ static void print_report(const report *r)
         printf("  %-28s %12.2f %12s\n", "scan rate GB/s, 1 thread",
                r->scan_gbs, "-");
     }
+    /* The target holds against the higher read figure: a base that fits
+     * the last-level cache is scanned from there, and a scan should keep
+     * up with plain reads of the same working set too. */
+    printf("  %-28s %12.2f %12s %8.2fx\n", "read GB/s, 1 GiB buffer",
+           r->bw_big, "", r->bw_big / r->scan_gbs);
     printf("  %-28s %12.2f %12s %8.2fx %7s%.2fx  %s\n",
-           "bandwidth / scan rate", scan_ceiling, "GB/s",
-           scan_ceiling / r->scan_gbs, "<= ", TARGET_SCAN,
+           "read GB/s, base-size buffer", r->bw_same, "",
+           r->bw_same / r->scan_gbs, "<= ", TARGET_SCAN,
            verdict(scan_ceiling / r->scan_gbs <= TARGET_SCAN));
-    printf("  (bandwidth: the higher of the two read figures above; CPU "
-           "threads busy: single %.2f, batch %.2f)\n",
+    printf("  (read rows: 1-thread streaming read / our scan rate; the target "
+           "applies to the higher read figure)\n");
+    printf("  CPU threads busy (CPU time / wall time): iqdb single-query "
+           "%.2f, batch %.2f",
            r->single_cpu, r->batch_cpu);
+    if (r->have_peer && r->peer_single_cpu >= 0 && r->peer_batch_cpu >= 0)
+        printf("; FAISS %.2f, %.2f", r->peer_single_cpu, r->peer_batch_cpu);
+    printf(" (expected 1 and %d)\n", r->threads);
+    warn_starved("iqdb single-query", r->single_cpu, 1);
+    warn_starved("iqdb batch", r->batch_cpu, r->threads);
+    if (r->have_peer) {
+        warn_starved("FAISS single-query", r->peer_single_cpu, 1);
+        warn_starved("FAISS batch", r->peer_batch_cpu, r->threads);
+    }
     if (!r->have_peer)
         printf("  FAISS: not run: %s\n", r->peer_why);
     else {
-        printf("  FAISS %s IndexFlatL2; BLAS: %s\n", r->peer_version,
-               r->blas);
+        printf("  FAISS %s IndexFlatL2, module %s\n", r->peer_version,
+               r->peer_build);
+        printf("  FAISS BLAS: %s\n", r->blas);
         if (r->blas_note[0] != '\0')
             printf("  note: %s\n", r->blas_note);
     }
@@ -1021,17 +1146,22 @@ static void print_summary(const report *rs, size_t nr)
         double bw = fmax(r->bw_big, r->bw_same) / r->scan_gbs;
         char s[32], b[32], rec[32];
 
+        int starved = r->batch_cpu < 0.85 * r->threads ||
+                      (r->have_peer && r->peer_batch_cpu >= 0 &&
+                       r->peer_batch_cpu < 0.85 * r->threads);
+
         if (r->have_peer) {
             snprintf(s, sizeof(s), "%.2fx %s",
                      r->single_qps / r->peer_single_qps,
                      r->single_qps / r->peer_single_qps >= TARGET_SINGLE
                          ? "ok"
                          : "MISS");
-            snprintf(b, sizeof(b), "%.2fx %s",
+            snprintf(b, sizeof(b), "%.2fx %s%s",
                      r->batch_qps / r->peer_batch_qps,
                      r->batch_qps / r->peer_batch_qps >= TARGET_BATCH
                          ? "ok"
-                         : "MISS");
+                         : "MISS",
+                     starved ? "!" : "");
             snprintf(rec, sizeof(rec), "%.4f", r->peer_agree.recall);
         } else {
             snprintf(s, sizeof(s), "%.1f q/s", r->single_qps);
@@ -1042,7 +1172,7 @@ static void print_summary(const report *rs, size_t nr)
                bw <= TARGET_SCAN ? "ok  " : "MISS", rec);
     }
     printf("  (recall@k vs FAISS; * = vs the bench's own oracle on %d "
-           "queries)\n",
+           "queries; ! = a batch run got too few CPUs, see the warnings)\n",
            ORACLE_QUERIES);
 }
 

@@ -216,7 +216,7 @@ static int flat_search(void *index, iqdb_search_args *a)
  * scored with the exact kernel and ranked like a single query. The result
  * is bit-identical to flat_search, only faster.
  */
-enum { QBLOCK = 96, NBLOCK = 512 };
+enum { QBLOCK_MAX = 512, NBLOCK = 512 };
 
 typedef struct cand {
     uint64_t slot;
@@ -347,10 +347,17 @@ static int batch_block(const flat *f, iqdb_search_args *args, size_t nq,
         if (end > lay.slot_limit)
             end = lay.slot_limit;
         size_t n = (size_t)(end - s0);
-        int any = 0;
-        for (uint64_t w = s0 / 64; w < (end + 63) / 64 && !any; w++)
-            any = w < f->words && word_mask(f, fa, (size_t)w) != 0;
-        if (!any)
+        /* Which slots of the block may be returned, decided once for all
+         * queries. */
+        unsigned char ok[NBLOCK];
+        size_t nok = 0;
+        for (size_t j = 0; j < n; j++) {
+            uint64_t slot = s0 + j;
+            size_t w = (size_t)(slot / 64);
+            ok[j] = w < f->words && ((word_mask(f, fa, w) >> (slot & 63)) & 1);
+            nok += ok[j];
+        }
+        if (nok == 0)
             continue;
         const float *base = lay.chunks[s0 >> lay.chunk_shift] +
                             (size_t)(s0 & (per - 1)) * lay.stride;
@@ -362,22 +369,20 @@ static int batch_block(const flat *f, iqdb_search_args *args, size_t nq,
                 f->kern->dot_mxn(args[i].query, f->dim, 1, base, lay.stride,
                                  n, f->dim, tmp + i * NBLOCK, NBLOCK);
         }
+        const float *bn = f->norms + s0;
         for (size_t i = 0; i < nq; i++) {
             qstate *qs = &st[i];
             const float *row = tmp + i * NBLOCK;
+            float t = ub_bound(qs, k);
             for (size_t j = 0; j < n; j++) {
-                uint64_t slot = s0 + j;
-                if (!((word_mask(f, fa, (size_t)(slot / 64)) >> (slot & 63)) &
-                      1))
-                    continue;
                 float a, e;
-                approx(f->metric, row[j], f->norms[slot], qs->qnorm, gamma,
-                       &a, &e);
-                if (a - e > ub_bound(qs, k))
+                approx(f->metric, row[j], bn[j], qs->qnorm, gamma, &a, &e);
+                if (a - e > t || !ok[j])
                     continue;
-                if (push_cand(qs, k, slot, a - e) != 0)
+                if (push_cand(qs, k, s0 + j, a - e) != 0)
                     return IQDB_ENOMEM;
                 ub_offer(qs, k, a + e);
+                t = ub_bound(qs, k);
             }
         }
     }
@@ -469,10 +474,18 @@ static int flat_search_batch(void *index, iqdb_search_args *args, size_t n)
         }
         return err;
     }
-    size_t nblocks = (n + QBLOCK - 1) / QBLOCK;
+    /* One block of queries per thread when that fits: every block streams
+     * the whole base once, and equal blocks keep both cores busy. */
+    size_t threads = (size_t)host->max_threads();
+    size_t qb = (n + threads - 1) / threads;
+    if (qb > QBLOCK_MAX)
+        qb = QBLOCK_MAX;
+    if (qb < 8)
+        qb = 8;
+    size_t nblocks = (n + qb - 1) / qb;
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t b = 0; b < nblocks; b++) {
-        size_t lo = b * QBLOCK, cnt = n - lo < QBLOCK ? n - lo : QBLOCK;
+        size_t lo = b * qb, cnt = n - lo < qb ? n - lo : qb;
         int r = batch_run(f, args + lo, cnt);
         if (r != 0) {
 #pragma omp atomic write

@@ -1184,6 +1184,10 @@ int main(int argc, char **argv)
     ds_dataset d;
     opts o;
     int wrong = 0;
+#ifdef IQDB_BUILD_PLUGINS
+    /* Built, not installed: find the plugins of this build tree first. */
+    iqdb_plugin_add_dir(IQDB_BUILD_PLUGINS);
+#endif
 
     parse_opts(argc, argv, &o);
     printf("bench_flat: iqdb %s, flat index; %ld CPUs online", iqdb_version(),

@@ -293,6 +293,10 @@ int main(int argc, char **argv)
     iqdb *db;
     int i;
 
+#ifdef IQDB_BUILD_PLUGINS
+    /* Built, not installed: find the plugins of this build tree first. */
+    iqdb_plugin_add_dir(IQDB_BUILD_PLUGINS);
+#endif
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--fmnist-dir") == 0 && i + 1 < argc) {
             dir = argv[++i];

@@ -1,0 +1,76 @@
+/*
+ * core/durable_int.h - the building blocks of durable databases: the file
+ * I/O table (with fault injection), CRC32C, the directory lock and the
+ * write-ahead log. Internal to the core.
+ */
+#ifndef IQDB_DURABLE_INT_H
+#define IQDB_DURABLE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- file I/O (fileio.c) ------------------------------------------------ */
+/* Every file operation of the core goes through this table so that tests
+ * can make the N-th write, fsync, rename or ftruncate fail (EIO, ENOSPC)
+ * and can simulate power loss. Functions follow POSIX: -1 and errno. */
+typedef struct iqdb_io {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*close)(int fd);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+    int (*fsync)(int fd);
+    int (*fdatasync)(int fd);
+    int (*ftruncate)(int fd, off_t len);
+    int (*rename)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+    int (*fsync_dir)(const char *dir);
+} iqdb_io;
+
+enum iqdb_io_op {
+    IQDB_IO_OP_WRITE = 0,
+    IQDB_IO_OP_FSYNC = 1, /* fsync and fdatasync and fsync_dir */
+    IQDB_IO_OP_FTRUNCATE = 2,
+    IQDB_IO_OP_RENAME = 3,
+    IQDB_IO_OP_COUNT = 4
+};
+
+/* The table in use (the real one unless a test installed faults). */
+const iqdb_io *iqdb__io(void);
+/* Make the n-th (0-based, counted from this call) operation of kind op
+ * fail with errno err; n < 0 clears it. Process-wide, for tests. */
+void iqdb__io_fail_nth(int op, long n, int err);
+/* Operations of kind op performed since the last iqdb__io_fail_nth or
+ * iqdb__io_reset call. */
+long iqdb__io_count(int op);
+/* Clear every injected fault and counter. */
+void iqdb__io_reset(void);
+/* Write all n bytes at off (retrying short writes and EINTR). Returns 0 or
+ * -1 with errno. */
+int iqdb__io_pwrite_all(int fd, const void *buf, size_t n, off_t off);
+/* Read exactly n bytes at off; -1 with errno, or -2 at end of file. */
+int iqdb__io_pread_all(int fd, void *buf, size_t n, off_t off);
+/* Map an errno from a failed I/O call to a status code: ENOSPC and EDQUOT
+ * -> IQDB_ENOSPC, ENOMEM -> IQDB_ENOMEM, EROFS/EACCES/EPERM ->
+ * IQDB_EREADONLY, everything else -> IQDB_EIO. */
+int iqdb__io_status(int err);
+
+/* ---- CRC32C (crc32c.c) ----------------------------------------------- */
+/* CRC-32C (Castagnoli), as in iSCSI and ext4: crc32c(0, "123456789", 9) ==
+ * 0xE3069283. Pass the previous result to continue a running checksum.
+ * Uses SSE4.2 when the CPU has it, chosen at run time. */
+uint32_t iqdb__crc32c(uint32_t crc, const void *buf, size_t n);
+
+/* ---- directory lock (lockfile.c) ------------------------------------- */
+typedef struct iqdb_lock iqdb_lock;
+/* Lock the database directory dir through dir/LOCK (created if needed):
+ * exclusive for a writer, shared for read-only opens. An OFD lock
+ * (F_OFD_SETLK), else flock. A second writer - another process, or this
+ * process again through any path naming the same directory (hard link,
+ * symlink, relative path): the lock is keyed by device and inode - gets
+ * IQDB_ELOCKED with a message naming the directory. Returns 0 or a code
+ * (message set on handle NULL). */
+int iqdb__lock_acquire(const char *dir, int exclusive, iqdb_lock **out);
+void iqdb__lock_release(iqdb_lock *lock);
+
+#endif /* IQDB_DURABLE_INT_H */

@@ -92,6 +92,10 @@ iqdb_config *iqdb_config_new(uint32_t dim, iqdb_metric metric)
         return NULL;
     c->dim = dim;
     c->metric = (int)metric;
+    c->fsync = IQDB_FSYNC_ALWAYS;
+    c->period_ms = 100;
+    c->rebuild = 1;
+    c->compact_bytes = (uint64_t)64 << 20;
     c->index = iqdb__strdup("flat");
     if (c->index == NULL) {
         iqdb__free(c);
@@ -105,6 +109,7 @@ void iqdb_config_free(iqdb_config *c)
     if (c == NULL)
         return;
     iqdb__free(c->index);
+    iqdb__free(c->codec);
     iqdb__kv_free(c->params, c->nparams);
     for (size_t i = 0; i < c->ndirs; i++)
         iqdb__free(c->dirs[i]);
@@ -148,6 +153,59 @@ int iqdb_config_add_plugin_dir(iqdb_config *c, const char *dir)
     }
     t[c->ndirs++] = d;
     c->dirs = t;
+    return 0;
+}
+
+int iqdb_config_set_fsync(iqdb_config *c, iqdb_fsync policy,
+                          uint32_t period_ms)
+{
+    if (c == NULL || (int)policy < IQDB_FSYNC_ALWAYS ||
+        (int)policy > IQDB_FSYNC_NEVER ||
+        (policy == IQDB_FSYNC_PERIODIC && period_ms == 0))
+        return iqdb__set_error(NULL, IQDB_EINVAL,
+                               "config: fsync policy must be always, never "
+                               "or periodic with a period of at least 1 ms");
+    c->fsync = (int)policy;
+    if (policy == IQDB_FSYNC_PERIODIC)
+        c->period_ms = period_ms;
+    return 0;
+}
+
+int iqdb_config_set_compression(iqdb_config *c, const char *codec, int level)
+{
+    if (c == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "config: NULL config");
+    char *n = NULL;
+    if (codec != NULL && codec[0] != '\0' && strcmp(codec, "none") != 0 &&
+        (n = iqdb__strdup(codec)) == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "config: out of memory");
+    iqdb__free(c->codec);
+    c->codec = n;
+    c->level = level;
+    return 0;
+}
+
+int iqdb_config_set_readonly(iqdb_config *c, int readonly)
+{
+    if (c == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "config: NULL config");
+    c->readonly = readonly != 0;
+    return 0;
+}
+
+int iqdb_config_set_rebuild(iqdb_config *c, int allow)
+{
+    if (c == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "config: NULL config");
+    c->rebuild = allow != 0;
+    return 0;
+}
+
+int iqdb_config_set_compact_bytes(iqdb_config *c, uint64_t bytes)
+{
+    if (c == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "config: NULL config");
+    c->compact_bytes = bytes;
     return 0;
 }
 

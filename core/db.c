@@ -110,9 +110,14 @@ static int create_index(iqdb *db, const iqdb_config *cfg)
 
 int iqdb_open_memory(const iqdb_config *cfg, iqdb **out)
 {
-    int r;
     if (cfg == NULL || out == NULL)
         return iqdb__set_error(NULL, IQDB_EINVAL, "open: NULL argument");
+    return iqdb__db_new(cfg, out);
+}
+
+int iqdb__db_new(const iqdb_config *cfg, iqdb **out)
+{
+    int r;
     if ((r = check_config(cfg)) != 0)
         return r;
     iqdb *db = iqdb__calloc(1, sizeof *db);
@@ -145,27 +150,20 @@ fail:
     return r;
 }
 
-int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
-{
-    (void)path;
-    (void)cfg;
-    (void)out;
-    return iqdb__set_error(NULL, IQDB_ENOTSUP,
-                           "open: durable databases are not in this release "
-                           "(use iqdb_open_memory)");
-}
-
 int iqdb_close(iqdb *db)
 {
+    int r = 0;
     if (db == NULL)
         return 0;
+    if (db->dur != NULL)
+        r = iqdb__durable_close(db);
     if (db->index != NULL)
         db->ops->destroy(db->index);
     iqdb__kv_free(db->params, db->nparams);
     iqdb__store_destroy(&db->store);
     pthread_rwlock_destroy(&db->lock);
     iqdb__free(db);
-    return 0;
+    return r;
 }
 
 uint32_t iqdb_dim(const iqdb *db)
@@ -392,19 +390,9 @@ out:
     return r;
 }
 
-int iqdb_upsert_batch(iqdb *db, const iqdb_record *recs, size_t n,
-                      uint32_t dim)
+int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n)
 {
     int r;
-    if (db == NULL)
-        return iqdb__set_error(NULL, IQDB_EINVAL, "upsert: NULL database");
-    if (n == 0)
-        return 0;
-    if (recs == NULL)
-        return iqdb__set_error(db, IQDB_EINVAL, "upsert: NULL records");
-    for (size_t i = 0; i < n; i++)
-        if ((r = validate_record(db, &recs[i], dim, i, n)) != 0)
-            return r;
     if (n > SIZE_MAX / sizeof(prepared))
         return iqdb__set_error(db, IQDB_ENOMEM, "upsert: batch too large");
     prepared *p = iqdb__calloc(n, sizeof *p);
@@ -422,6 +410,24 @@ int iqdb_upsert_batch(iqdb *db, const iqdb_record *recs, size_t n,
     free_prepared(p, m);
     iqdb__free(p);
     return r;
+}
+
+int iqdb_upsert_batch(iqdb *db, const iqdb_record *recs, size_t n,
+                      uint32_t dim)
+{
+    int r;
+    if (db == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "upsert: NULL database");
+    if (n == 0)
+        return 0;
+    if (recs == NULL)
+        return iqdb__set_error(db, IQDB_EINVAL, "upsert: NULL records");
+    for (size_t i = 0; i < n; i++)
+        if ((r = validate_record(db, &recs[i], dim, i, n)) != 0)
+            return r;
+    if (db->dur != NULL)
+        return iqdb__durable_upsert(db, recs, n, dim);
+    return iqdb__apply_upserts(db, recs, n);
 }
 
 int iqdb_upsert(iqdb *db, iqdb_id id, const float *vec, uint32_t dim,
@@ -465,12 +471,8 @@ out:
     return r;
 }
 
-int iqdb_delete(iqdb *db, iqdb_id id, int *was_present)
+int iqdb__apply_delete(iqdb *db, iqdb_id id, int *was_present)
 {
-    if (db == NULL)
-        return iqdb__set_error(NULL, IQDB_EINVAL, "delete: NULL database");
-    if (iqdb__id_check(id) != 0)
-        return iqdb__set_error(db, IQDB_EID, "delete: invalid id");
     uint64_t slot;
     int r = 0, present = 0;
     pthread_rwlock_wrlock(&db->lock);
@@ -489,4 +491,15 @@ int iqdb_delete(iqdb *db, iqdb_id id, int *was_present)
     if (was_present != NULL)
         *was_present = present;
     return 0;
+}
+
+int iqdb_delete(iqdb *db, iqdb_id id, int *was_present)
+{
+    if (db == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "delete: NULL database");
+    if (iqdb__id_check(id) != 0)
+        return iqdb__set_error(db, IQDB_EID, "delete: invalid id");
+    if (db->dur != NULL)
+        return iqdb__durable_delete(db, id, was_present);
+    return iqdb__apply_delete(db, id, was_present);
 }

@@ -73,4 +73,36 @@ typedef struct iqdb_lock iqdb_lock;
 int iqdb__lock_acquire(const char *dir, int exclusive, iqdb_lock **out);
 void iqdb__lock_release(iqdb_lock *lock);
 
+/* ---- additions: test hooks (fileio.c, crc32c.c) ------------------------ */
+/* Like iqdb__io_fail_nth, but every operation of kind op from the n-th on
+ * fails (a full disk, a dead device). */
+void iqdb__io_fail_from(int op, long n, int err);
+
+/* Power-loss simulation, for tests. After _begin, the current state of
+ * every file is taken as durable, and each change made through the table
+ * that is not yet durable is recorded: file bytes and sizes until the
+ * file's next fsync/fdatasync, creates (open with O_CREAT), renames and
+ * unlinks until the next fsync_dir of their directory. _crash rolls the
+ * files back to their durable state: seed 0 drops every unsynced change;
+ * any other seed keeps a random subset of the unsynced writes (some torn
+ * to a prefix) and a random oldest prefix of the directory operations,
+ * the reordered outcomes a real disk may produce. After _crash every
+ * operation through the table but close fails with EIO, as on a dead
+ * machine, until _end (stop simulating) or _begin (start a new round).
+ * Descriptors opened before _crash keep pointing at the rolled-back
+ * files; close them and reopen. Returns 0, or -1 when not armed or a
+ * rollback step failed. Backups of replaced entries are kept as hidden
+ * files ".iqdb-plbak-*" beside them until synced or rolled back. */
+void iqdb__io_powerloss_begin(void);
+int iqdb__io_powerloss_crash(uint64_t seed);
+void iqdb__io_powerloss_end(void);
+
+/* The two CRC32C implementations behind iqdb__crc32c, for tests and
+ * benchmarks. iqdb__crc32c_hw may be called only when
+ * iqdb__crc32c_hw_available() returns 1 (on other CPUs it falls back to
+ * the software path). */
+uint32_t iqdb__crc32c_sw(uint32_t crc, const void *buf, size_t n);
+uint32_t iqdb__crc32c_hw(uint32_t crc, const void *buf, size_t n);
+int iqdb__crc32c_hw_available(void);
+
 #endif /* IQDB_DURABLE_INT_H */

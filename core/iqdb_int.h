@@ -61,7 +61,6 @@ const iqdb_value *iqdb__meta_find(const iqdb_meta *m, const char *key,
 /* Approximate bytes held by m (0 for NULL). */
 size_t iqdb__meta_memory(const iqdb_meta *m);
 
-#endif /* IQDB_INT_H */
 
 /* ---- vector arena (arena.c) ----------------------------------------- */
 /* Vectors live in fixed-size chunks of 2^chunk_shift slots; a chunk never
@@ -152,6 +151,13 @@ static inline int iqdb__store_is_live(const iqdb_store *s, uint64_t slot)
 {
     return slot < s->limit && ((s->live[slot >> 6] >> (slot & 63)) & 1);
 }
+/* Restore a live record at a given slot and insertion order (loading a
+ * snapshot into an empty store reserved for `limit` slots), then set the
+ * high-water mark, free list and next order once every record is in. */
+void iqdb__store_restore(iqdb_store *s, uint64_t slot, iqdb_id owned_id,
+                         uint64_t h, iqdb_meta *meta, uint64_t order);
+void iqdb__store_finish_restore(iqdb_store *s, uint64_t limit,
+                                uint64_t next_order);
 /* Validate an id: kind and length. Returns 0 or IQDB_EID. */
 int iqdb__id_check(iqdb_id id);
 /* A copy of id owning its bytes, or IQDB_ENOMEM. */
@@ -180,6 +186,14 @@ struct iqdb_config {
     size_t nparams;
     char **dirs;
     size_t ndirs;
+    /* durable databases */
+    int fsync;          /* iqdb_fsync */
+    uint32_t period_ms;
+    char *codec;        /* NULL: none */
+    int level;
+    int readonly;
+    int rebuild;
+    uint64_t compact_bytes;
 };
 
 struct iqdb_params {
@@ -206,7 +220,24 @@ struct iqdb {
     const iqdb_kernels *kernels;
     iqdb_kv *params; /* construction parameters, owned */
     size_t nparams;
+    struct iqdb_durable *dur; /* NULL for in-memory databases */
 };
+
+/* ---- durable databases (durable.c) ------------------------------------ */
+/* Log a batch of upserts / a delete before it is applied; called by the
+ * write functions of db.c for durable handles, with validated input. They
+ * apply the write themselves, in log order. */
+int iqdb__durable_upsert(iqdb *db, const iqdb_record *recs, size_t n,
+                         uint32_t dim);
+int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present);
+/* Final compaction and release, from iqdb_close. */
+int iqdb__durable_close(iqdb *db);
+/* Apply without logging: the in-memory part of a write (db.c). */
+int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n);
+int iqdb__apply_delete(iqdb *db, iqdb_id id, int *was_present);
+
+/* A new empty database from a checked configuration (message on NULL). */
+int iqdb__db_new(const iqdb_config *cfg, iqdb **out);
 
 /* Check a vector: NULL, dim, finiteness. handle for the message. */
 int iqdb__check_vector(const void *handle, const float *v, uint32_t dim,
@@ -218,3 +249,5 @@ int iqdb__check_vector(const void *handle, const float *v, uint32_t dim,
 int iqdb__results_build(iqdb *db, const iqdb_neighbor *nb,
                         const size_t *counts, size_t nq, size_t k,
                         iqdb_results **out);
+
+#endif /* IQDB_INT_H */

@@ -161,3 +161,28 @@ int iqdb__store_find(const iqdb_store *s, iqdb_id id, uint64_t h,
 {
     return iqdb__idmap_find(&s->map, s->ids, id, h, slot);
 }
+
+void iqdb__store_restore(iqdb_store *s, uint64_t slot, iqdb_id owned_id,
+                         uint64_t h, iqdb_meta *meta, uint64_t order)
+{
+    if (slot >= s->limit)
+        s->limit = slot + 1;
+    s->ids[slot] = owned_id;
+    s->meta[slot] = meta;
+    s->order[slot] = order;
+    s->live[slot >> 6] |= (uint64_t)1 << (slot & 63);
+    iqdb__idmap_put(&s->map, s->ids, owned_id, h, slot);
+    s->count++;
+}
+
+void iqdb__store_finish_restore(iqdb_store *s, uint64_t limit,
+                                uint64_t next_order)
+{
+    s->limit = limit;
+    s->nfree = 0;
+    /* Highest first on the stack, so the lowest free slot is reused first. */
+    for (uint64_t i = limit; i-- > 0;)
+        if (!iqdb__store_is_live(s, i))
+            s->free_slots[s->nfree++] = i;
+    s->next_order = next_order;
+}

@@ -305,6 +305,47 @@ IQDB_API int iqdb_config_set_param(iqdb_config *cfg, const char *key,
  * configured plugin directory (see iqdb_plugin_add_dir). */
 IQDB_API int iqdb_config_add_plugin_dir(iqdb_config *cfg, const char *dir);
 
+/* When a durable database syncs its write-ahead log. */
+typedef enum iqdb_fsync {
+    /* Every acknowledged write is on stable storage (fdatasync) before the
+     * call returns; concurrent writers share one sync (group commit). The
+     * default. */
+    IQDB_FSYNC_ALWAYS = 0,
+    /* A background thread syncs at most every period_ms milliseconds: a
+     * power loss can take the writes of the last period. */
+    IQDB_FSYNC_PERIODIC = 1,
+    /* Never sync except at flush and close: a power loss (not a process
+     * crash) can take any write since the last flush. */
+    IQDB_FSYNC_NEVER = 2
+} iqdb_fsync;
+
+/* Durable databases only (ignored in memory). period_ms (>= 1) is used by
+ * IQDB_FSYNC_PERIODIC. Returns 0 or IQDB_EINVAL. */
+IQDB_API int iqdb_config_set_fsync(iqdb_config *cfg, iqdb_fsync policy,
+                                   uint32_t period_ms);
+
+/* Compress snapshots with the codec plugin `codec` ("zstd", "lz4"; NULL or
+ * "none" for none, the default) at `level` (0: the codec's default).
+ * Checked at open: an unknown codec fails with IQDB_ENOPLUGIN. The
+ * write-ahead log is never compressed. Returns 0, IQDB_EINVAL or
+ * IQDB_ENOMEM. */
+IQDB_API int iqdb_config_set_compression(iqdb_config *cfg, const char *codec,
+                                         int level);
+
+/* Open read-only: a shared lock that coexists with other read-only
+ * openers but not with a writer; writes fail with IQDB_EREADONLY. */
+IQDB_API int iqdb_config_set_readonly(iqdb_config *cfg, int readonly);
+
+/* Whether a reopen may rebuild the index from the stored records when the
+ * saved index state cannot be loaded (its plugin cannot load, or the
+ * state's format is newer than the plugin). Default 1; with 0 such an open
+ * fails with IQDB_ENOTSUP naming the plugin. */
+IQDB_API int iqdb_config_set_rebuild(iqdb_config *cfg, int allow);
+
+/* Fold the write-ahead log into a new snapshot automatically once it
+ * grows past `bytes` (default 64 MiB; 0 turns automatic compaction off). */
+IQDB_API int iqdb_config_set_compact_bytes(iqdb_config *cfg, uint64_t bytes);
+
 /* ------------------------------------------------------------------ */
 /* Opening and closing                                                  */
 
@@ -316,13 +357,46 @@ IQDB_API int iqdb_config_add_plugin_dir(iqdb_config *cfg, const char *dir);
  * The message is read with iqdb_errmsg(NULL). */
 IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
 
-/* Open or create the durable database in directory `path`. Reserved: this
- * release has no durable storage and returns IQDB_ENOTSUP. */
+/*
+ * Open, or create, the durable database in directory `path` (created when
+ * absent; its parent must exist). The directory holds the snapshot
+ * ("snapshot"), the write-ahead log ("wal") and a lock file ("LOCK").
+ *
+ * Creating: cfg gives dim, metric, index and parameters. Reopening: the
+ * stored dim and metric must equal cfg's (else IQDB_ECONFIG naming both);
+ * the index type and its parameters are restored from the snapshot,
+ * whatever cfg asks for. cfg's fsync policy, compression, read-only flag,
+ * rebuild permission, compaction threshold and plugin directories apply
+ * to this handle. The WAL is replayed: a torn tail is cut off and every
+ * write acknowledged before a crash is there (see docs/FORMAT.md for the
+ * policy on damage that is not a torn tail).
+ *
+ * Errors (message via iqdb_errmsg(NULL)): IQDB_EINVAL (bad argument, path
+ * not a directory), IQDB_EEXIST (the directory holds something that is
+ * not an iqdb database: it is left untouched), IQDB_ELOCKED (another
+ * writer, in this or another process), IQDB_ECONFIG, IQDB_ECORRUPT (file
+ * and offset), IQDB_ENOPLUGIN (index or codec plugin missing, named),
+ * IQDB_ENOTSUP, IQDB_EIO, IQDB_ENOSPC, IQDB_ENOMEM, IQDB_ENOTFOUND
+ * (read-only open of a missing database).
+ *
+ * Writes after a failed write, fsync or rename of the handle's files are
+ * refused with IQDB_EREADONLY until the database is reopened; the failed
+ * write was never acknowledged.
+ */
 IQDB_API int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out);
+
+/* Fold the write-ahead log into a new snapshot (written to a temporary
+ * file, synced, renamed over the old one, directory synced) and empty the
+ * log. A no-op for in-memory databases. On failure the previous snapshot
+ * and the log are intact and the handle refuses further writes. Returns 0
+ * or an error code. */
+IQDB_API int iqdb_flush(iqdb *db);
 
 /* Close a database and free everything it owns; NULL is accepted. No
  * other call on db may be running or follow. Results obtained from db
- * stay valid (they own their data). Returns 0. */
+ * stay valid (they own their data). A durable database is compacted
+ * first (as iqdb_flush); if that fails the handle is still freed, every
+ * acknowledged write is still in the log, and the code is returned. */
 IQDB_API int iqdb_close(iqdb *db);
 
 /* Shape of an open database. */

@@ -1,0 +1,539 @@
+/*
+ * core/durable.c - durable databases: open, logged writes, compaction.
+ *
+ * A database directory holds "snapshot" (every record as of some WAL
+ * sequence number, see snapshot.c), "wal" (every write since, see wal.c)
+ * and "LOCK". Opening loads the snapshot, then replays the WAL frames
+ * newer than it.
+ *
+ * A write is logged before it is applied, and applied in log order:
+ *
+ *   1. under wmu: the frame is written to the WAL and gets sequence s;
+ *   2. outside any lock: wait until s is durable (under IQDB_FSYNC_ALWAYS;
+ *      concurrent writers share one fdatasync: group commit);
+ *   3. under wmu: wait for s-1 to be applied, apply s, wake the others.
+ *
+ * So readers never see a write before it is durable, and the order in
+ * memory is the order in the log. If the sync of s fails the handle
+ * refuses every later write (the kernel may have dropped the dirty pages;
+ * retrying fsync would lie), s is not applied nor acknowledged, and
+ * writers behind it fail the same way.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "durable_int.h"
+#include "iqdb_int.h"
+#include "serial_int.h"
+#include "snapshot_int.h"
+#include "wal_int.h"
+
+typedef struct iqdb_durable {
+    char *dir;
+    iqdb_lock *lock;
+    iqdb_wal *wal;
+    int readonly;
+    int sync_policy;
+    const iqdb_codec_ops *codec;
+    int level;
+    uint64_t compact_bytes;
+    pthread_mutex_t wmu;
+    pthread_cond_t applied_cv;
+    uint64_t applied; /* last sequence number applied in memory */
+    int failed;       /* non-zero: refuse writes, with this code */
+} iqdb_durable;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int join(char *buf, size_t cap, const char *dir, const char *name)
+{
+    return snprintf(buf, cap, "%s/%s", dir, name) >= (int)cap ? -1 : 0;
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* An empty directory, or one holding only what a crashed creation can
+ * leave behind, may become a new database. */
+static int dir_is_fresh(const char *dir, int *fresh)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return -1;
+    struct dirent *de;
+    *fresh = 1;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 ||
+            strcmp(n, "LOCK") == 0 || strcmp(n, "snapshot.tmp") == 0 ||
+            strcmp(n, IQDB_WAL_TMP_FILE) == 0)
+            continue;
+        *fresh = 0;
+    }
+    closedir(d);
+    return 0;
+}
+
+static void dur_free(iqdb_durable *d)
+{
+    if (d == NULL)
+        return;
+    iqdb__wal_close(d->wal);
+    iqdb__lock_release(d->lock);
+    pthread_mutex_destroy(&d->wmu);
+    pthread_cond_destroy(&d->applied_cv);
+    iqdb__free(d->dir);
+    iqdb__free(d);
+}
+
+/* ---- replay ---------------------------------------------------------------- */
+
+typedef struct replay_ctx {
+    iqdb *db;
+    uint64_t skip_upto; /* frames already in the snapshot */
+    int err;
+} replay_ctx;
+
+static int replay_frame(void *arg, uint64_t seq, const void *payload,
+                        size_t len)
+{
+    replay_ctx *c = arg;
+    if (seq <= c->skip_upto)
+        return 0;
+    iqdb_batch bt;
+    const char *why = "";
+    int r = iqdb__dec_batch(payload, len, c->db->dim, &bt, &why);
+    if (r != 0) {
+        /* The frame passed its checksum, so this is not a torn write. */
+        return c->err = iqdb__set_error(NULL, r == IQDB_ENOMEM ? r : IQDB_ECORRUPT,
+                                        "wal frame %llu: %s",
+                                        (unsigned long long)seq, why);
+    }
+    if (bt.op == IQDB_OP_UPSERT)
+        r = iqdb__apply_upserts(c->db, bt.recs, bt.n);
+    else
+        r = iqdb__apply_delete(c->db, bt.recs[0].id, NULL);
+    iqdb__batch_free(&bt);
+    if (r != 0) {
+        iqdb__retag_error(c->db, NULL);
+        c->err = r;
+    }
+    return r;
+}
+
+/* ---- open ------------------------------------------------------------------- */
+
+static int open_codec(const iqdb_config *cfg, const iqdb_codec_ops **out)
+{
+    *out = NULL;
+    if (cfg->codec == NULL)
+        return 0;
+    int r = iqdb__find_codec(cfg->codec, 0, out);
+    if (r != 0)
+        return iqdb__set_error(NULL, r, "compression codec '%s': %s",
+                               cfg->codec, iqdb__last_error());
+    return 0;
+}
+
+/* A config describing the stored database, with the caller's plugin dirs. */
+static int stored_config(const iqdb_snapshot *sn, const iqdb_config *cfg,
+                         iqdb_config **out)
+{
+    iqdb_config *c = iqdb_config_new(sn->dim, (iqdb_metric)sn->metric);
+    int r = c ? iqdb_config_set_index(c, sn->index) : IQDB_ENOMEM;
+    for (size_t i = 0; r == 0 && i < sn->nparams; i++)
+        r = iqdb_config_set_param(c, sn->params[i].key, sn->params[i].value);
+    for (size_t i = 0; r == 0 && i < cfg->ndirs; i++)
+        r = iqdb_config_add_plugin_dir(c, cfg->dirs[i]);
+    if (r != 0) {
+        iqdb_config_free(c);
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    }
+    *out = c;
+    return 0;
+}
+
+static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
+                         uint64_t *last_seq)
+{
+    iqdb_snapshot sn;
+    int r = iqdb__snapshot_open(snap, &sn);
+    if (r != 0)
+        return r;
+    if (sn.dim != cfg->dim || sn.metric != cfg->metric) {
+        r = iqdb__set_error(NULL, IQDB_ECONFIG,
+                            "open: the database has dim %u and metric %s, "
+                            "the configuration asks for dim %u and metric %s",
+                            sn.dim, iqdb_metric_name((iqdb_metric)sn.metric),
+                            cfg->dim,
+                            iqdb_metric_name((iqdb_metric)cfg->metric)
+                                ? iqdb_metric_name((iqdb_metric)cfg->metric)
+                                : "(invalid)");
+        goto out;
+    }
+    const iqdb_codec_ops *codec = NULL;
+    if (sn.codec_id != 0 &&
+        (r = iqdb__find_codec(sn.codec, sn.codec_id, &codec)) != 0) {
+        r = iqdb__set_error(NULL, r,
+                            "open: %s is compressed with codec '%s' (id %u), "
+                            "which cannot be loaded: %s",
+                            snap, sn.codec, sn.codec_id, iqdb__last_error());
+        goto out;
+    }
+    if (codec != NULL && codec->id != sn.codec_id) {
+        r = iqdb__set_error(NULL, IQDB_ECORRUPT,
+                            "open: %s names codec '%s' with id %u, the "
+                            "loaded codec of that name has id %u",
+                            snap, sn.codec, sn.codec_id, codec->id);
+        goto out;
+    }
+    iqdb_config *sc = NULL;
+    if ((r = stored_config(&sn, cfg, &sc)) != 0)
+        goto out;
+    iqdb *db = NULL;
+    r = iqdb__db_new(sc, &db);
+    iqdb_config_free(sc);
+    if (r == 0 && (r = iqdb__snapshot_load(db, &sn, codec, cfg->rebuild)) != 0) {
+        iqdb_close(db);
+        db = NULL;
+    }
+    if (r == 0) {
+        *out = db;
+        *last_seq = sn.last_seq;
+    }
+out:
+    iqdb__snapshot_close(&sn);
+    return r;
+}
+
+static int create_new(const char *dir, const iqdb_config *cfg,
+                      const iqdb_codec_ops *codec, iqdb **out)
+{
+    iqdb *db = NULL;
+    int r = iqdb__db_new(cfg, &db);
+    if (r != 0)
+        return r;
+    r = iqdb__snapshot_write(db, dir, codec, cfg->level, 0);
+    if (r != 0) {
+        iqdb__retag_error(db, NULL);
+        iqdb_close(db);
+        return r;
+    }
+    *out = db;
+    return 0;
+}
+
+static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
+{
+    struct stat st;
+    char snap[4096];
+    if (join(snap, sizeof snap, path, "snapshot") != 0)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "open: path too long");
+    if (stat(path, &st) != 0) {
+        if (errno != ENOENT)
+            return iqdb__set_error(NULL, iqdb__io_status(errno),
+                                   "open: %s: %s", path, strerror(errno));
+        if (cfg->readonly)
+            return iqdb__set_error(NULL, IQDB_ENOTFOUND,
+                                   "open: %s does not exist (read-only open)",
+                                   path);
+        if (mkdir(path, 0755) != 0)
+            return iqdb__set_error(NULL, iqdb__io_status(errno),
+                                   "open: cannot create %s: %s", path,
+                                   strerror(errno));
+        *is_new = 1;
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return iqdb__set_error(NULL, IQDB_EINVAL,
+                               "open: %s exists and is not a directory", path);
+    int fresh;
+    if (dir_is_fresh(path, &fresh) != 0)
+        return iqdb__set_error(NULL, iqdb__io_status(errno), "open: %s: %s",
+                               path, strerror(errno));
+    if (exists(snap)) {
+        *is_new = 0;
+        return 0;
+    }
+    if (!fresh)
+        return iqdb__set_error(NULL, IQDB_EEXIST,
+                               "open: %s is not empty and is not an iqdb "
+                               "database (no snapshot file); left untouched",
+                               path);
+    if (cfg->readonly)
+        return iqdb__set_error(NULL, IQDB_ENOTFOUND,
+                               "open: %s holds no database (read-only open)",
+                               path);
+    *is_new = 1;
+    return 0;
+}
+
+static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
+                    uint64_t last_seq)
+{
+    iqdb_wal_options o = {cfg->fsync, cfg->period_ms ? cfg->period_ms : 100,
+                          !cfg->readonly, cfg->readonly, last_seq + 1};
+    int r = iqdb__wal_open(d->dir, &o, &d->wal);
+    if (r != 0)
+        return r;
+    replay_ctx c = {db, last_seq, 0};
+    iqdb_wal_replay_info info;
+    r = iqdb__wal_replay(d->wal, 0, replay_frame, &c, &info);
+    if (r != 0) {
+        if (c.err == 0)
+            iqdb__retag_error(d->wal, NULL);
+        return r;
+    }
+    if (info.later_frames > 0)
+        iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                          "%s/wal: torn write at offset %llu (%s): dropped "
+                          "%llu unsynced frames after it",
+                          d->dir, (unsigned long long)info.valid_end,
+                          info.damage ? info.damage : "damaged",
+                          (unsigned long long)info.later_frames);
+    d->applied = iqdb__wal_next_seq(d->wal) - 1;
+    return 0;
+}
+
+int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
+{
+    int r, is_new = 0;
+    if (path == NULL || path[0] == '\0' || cfg == NULL || out == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "open: NULL argument");
+    *out = NULL;
+    if (cfg->dim == 0 || cfg->dim > IQDB_MAX_DIM ||
+        iqdb_metric_name((iqdb_metric)cfg->metric) == NULL)
+        return iqdb__db_new(cfg, out); /* reports the bad field */
+    const iqdb_codec_ops *codec;
+    if ((r = open_codec(cfg, &codec)) != 0)
+        return r;
+    iqdb_durable *d = iqdb__calloc(1, sizeof *d);
+    if (d == NULL || (d->dir = iqdb__strdup(path)) == NULL) {
+        iqdb__free(d);
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    }
+    pthread_mutex_init(&d->wmu, NULL);
+    pthread_cond_init(&d->applied_cv, NULL);
+    d->readonly = cfg->readonly;
+    d->sync_policy = cfg->fsync;
+    d->codec = codec;
+    d->level = cfg->level;
+    d->compact_bytes = cfg->compact_bytes;
+    iqdb *db = NULL;
+    uint64_t last_seq = 0;
+    char snap[4096];
+    if ((r = check_dir(path, cfg, &is_new)) != 0 ||
+        (r = iqdb__lock_acquire(path, !cfg->readonly, &d->lock)) != 0)
+        goto fail;
+    join(snap, sizeof snap, path, "snapshot");
+    /* Look again under the lock: another opener may have created it. */
+    if (is_new && exists(snap))
+        is_new = 0;
+    r = is_new ? create_new(path, cfg, codec, &db)
+               : load_existing(snap, cfg, &db, &last_seq);
+    if (r != 0)
+        goto fail;
+    if ((r = open_wal(db, d, cfg, last_seq)) != 0)
+        goto fail;
+    db->dur = d;
+    *out = db;
+    return 0;
+fail:
+    if (db != NULL)
+        iqdb_close(db);
+    dur_free(d);
+    return r;
+}
+
+/* ---- writes ------------------------------------------------------------------ */
+
+static int refuse(iqdb *db, iqdb_durable *d)
+{
+    if (d->readonly)
+        return iqdb__set_error(db, IQDB_EREADONLY,
+                               "write: %s is open read-only", d->dir);
+    return iqdb__set_error(db, IQDB_EREADONLY,
+                           "write: an earlier write to %s failed (%s); the "
+                           "handle refuses writes until the database is "
+                           "reopened",
+                           d->dir, iqdb_strerror(d->failed));
+}
+
+static int compact_locked(iqdb *db, iqdb_durable *d);
+
+/* Steps 1-3 of the file comment for one encoded write. */
+static int logged_write(iqdb *db, iqdb_buf *payload,
+                        int (*apply)(iqdb *, void *), void *arg)
+{
+    iqdb_durable *d = db->dur;
+    uint64_t seq = 0;
+    int r;
+    if (payload->oom) {
+        iqdb__buf_free(payload);
+        return iqdb__set_error(db, IQDB_ENOMEM, "write: out of memory");
+    }
+    pthread_mutex_lock(&d->wmu);
+    if (d->readonly || d->failed) {
+        pthread_mutex_unlock(&d->wmu);
+        iqdb__buf_free(payload);
+        return refuse(db, d);
+    }
+    r = iqdb__wal_write(d->wal, payload->p, payload->len, &seq);
+    if (r != 0) {
+        iqdb__retag_error(d->wal, db);
+        if (r != IQDB_ERANGE && r != IQDB_ENOMEM)
+            d->failed = r;
+        pthread_mutex_unlock(&d->wmu);
+        iqdb__buf_free(payload);
+        return r;
+    }
+    pthread_mutex_unlock(&d->wmu);
+    iqdb__buf_free(payload);
+    if (d->sync_policy == IQDB_FSYNC_ALWAYS) {
+        r = iqdb__wal_wait(d->wal, seq);
+        if (r != 0)
+            iqdb__retag_error(d->wal, db);
+    }
+    pthread_mutex_lock(&d->wmu);
+    while (d->applied + 1 != seq)
+        pthread_cond_wait(&d->applied_cv, &d->wmu);
+    if (r != 0 || d->failed) {
+        if (r == 0)
+            r = refuse(db, d);
+        if (d->failed == 0)
+            d->failed = r;
+    } else {
+        r = apply(db, arg);
+        if (r != 0) {
+            /* Logged but not applied: memory and log now differ, so stop
+             * writing; a reopen replays the frame. */
+            d->failed = r;
+        }
+    }
+    d->applied = seq;
+    pthread_cond_broadcast(&d->applied_cv);
+    /* Compact only when no logged write waits to be applied: resetting the
+     * log would drop its frame. A later writer will find the moment. */
+    if (r == 0 && d->compact_bytes > 0 &&
+        iqdb__wal_size(d->wal) > d->compact_bytes &&
+        d->applied + 1 == iqdb__wal_next_seq(d->wal)) {
+        int c = compact_locked(db, d);
+        if (c != 0)
+            iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                              "automatic compaction of %s failed: %s", d->dir,
+                              iqdb_errmsg(db));
+    }
+    pthread_mutex_unlock(&d->wmu);
+    return r;
+}
+
+typedef struct upsert_arg {
+    const iqdb_record *recs;
+    size_t n;
+} upsert_arg;
+
+static int apply_upsert_cb(iqdb *db, void *arg)
+{
+    upsert_arg *a = arg;
+    return iqdb__apply_upserts(db, a->recs, a->n);
+}
+
+typedef struct delete_arg {
+    iqdb_id id;
+    int *present;
+} delete_arg;
+
+static int apply_delete_cb(iqdb *db, void *arg)
+{
+    delete_arg *a = arg;
+    return iqdb__apply_delete(db, a->id, a->present);
+}
+
+int iqdb__durable_upsert(iqdb *db, const iqdb_record *recs, size_t n,
+                         uint32_t dim)
+{
+    iqdb_buf b;
+    iqdb__buf_init(&b);
+    iqdb__enc_upserts(&b, recs, n, dim);
+    upsert_arg a = {recs, n};
+    return logged_write(db, &b, apply_upsert_cb, &a);
+}
+
+int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
+{
+    iqdb_buf b;
+    iqdb__buf_init(&b);
+    iqdb__enc_delete(&b, id);
+    delete_arg a = {id, was_present};
+    return logged_write(db, &b, apply_delete_cb, &a);
+}
+
+/* ---- compaction ------------------------------------------------------------------ */
+
+/* Called with wmu held and every logged write applied. */
+static int compact_locked(iqdb *db, iqdb_durable *d)
+{
+    if (d->readonly || d->failed)
+        return refuse(db, d);
+    int r = iqdb__wal_sync(d->wal);
+    if (r != 0) {
+        iqdb__retag_error(d->wal, db);
+        return d->failed = r;
+    }
+    pthread_rwlock_rdlock(&db->lock);
+    r = iqdb__snapshot_write(db, d->dir, d->codec, d->level, d->applied);
+    pthread_rwlock_unlock(&db->lock);
+    if (r != 0)
+        return d->failed = r;
+    /* The snapshot holds everything up to d->applied; a crash before the
+     * reset replays nothing twice (frames <= last_seq are skipped). */
+    r = iqdb__wal_reset(d->wal);
+    if (r != 0) {
+        iqdb__retag_error(d->wal, db);
+        d->failed = r;
+    }
+    return r;
+}
+
+int iqdb_flush(iqdb *db)
+{
+    if (db == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "flush: NULL database");
+    iqdb_durable *d = db->dur;
+    if (d == NULL)
+        return 0;
+    pthread_mutex_lock(&d->wmu);
+    /* Wait for writes already logged to be applied. */
+    while (d->applied + 1 != iqdb__wal_next_seq(d->wal) && !d->failed)
+        pthread_cond_wait(&d->applied_cv, &d->wmu);
+    int r = compact_locked(db, d);
+    pthread_mutex_unlock(&d->wmu);
+    return r;
+}
+
+int iqdb__durable_close(iqdb *db)
+{
+    iqdb_durable *d = db->dur;
+    int r = 0;
+    if (!d->readonly && !d->failed)
+        r = iqdb_flush(db);
+    int c = iqdb__wal_close(d->wal);
+    d->wal = NULL;
+    if (r == 0 && c != 0 && !d->readonly) {
+        iqdb__retag_error(NULL, db);
+        r = c;
+    }
+    db->dur = NULL;
+    dur_free(d);
+    return r;
+}

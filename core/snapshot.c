@@ -1,0 +1,935 @@
+/*
+ * core/snapshot.c - the snapshot file of a durable database.
+ *
+ * A snapshot holds every record and, when the index can save itself, the
+ * index's state, so a reopen neither replays history nor rebuilds the
+ * index. It is replaced atomically: written to "snapshot.tmp", synced,
+ * renamed over "snapshot", and the directory synced. A crash at any point
+ * leaves the old or the new snapshot, complete.
+ *
+ * Byte layout (all integers little-endian):
+ *
+ *   header, 128 bytes at offset 0
+ *     0   8  magic "IQDBSNAP"
+ *     8   4  format version (1)
+ *    12   4  header size (128)
+ *    16   4  dim (1..IQDB_MAX_DIM)
+ *    20   4  metric (IQDB_METRIC_*)
+ *    24   8  live records N
+ *    32   8  slot limit S (slots 0..S-1 exist; N of them live)
+ *    40   8  next insertion order
+ *    48   4  codec id (0 = sections stored raw)
+ *    52   4  section count C (1..16)
+ *    56   8  section table offset (= 128)
+ *    64   8  sequence number of the last WAL frame folded in (0: none)
+ *    72  48  reserved, zero
+ *   120   4  reserved, zero
+ *   124   4  CRC32C of bytes 0..123
+ *
+ *   section table, C entries of 48 bytes at offset 128, then its CRC32C
+ *     0   4  type (IQDB_SEC_*)
+ *     4   4  codec id used for this section (0 = raw)
+ *     8   8  offset in the file
+ *    16   8  stored length (bytes in the file)
+ *    24   8  raw length (after decompression)
+ *    32   4  CRC32C of the stored bytes
+ *    36   4  reserved, zero
+ *    40   8  aux: for INDEX, the plugin's format version
+ *
+ *   sections (each bounded by the file and by limits derived from N, S
+ *   and dim before anything is allocated)
+ *     CONFIG  u16 index-name length + name; u32 parameter count P; P x
+ *             (u16 key length, key, u16 value length, value); u16 codec
+ *             name length + name (empty when raw). Always raw, so the
+ *             codec can be named before it is needed.
+ *     SLOTS   ceil(S/64) u64 words: the live bitmap
+ *     IDS     N ids (serial.c encoding), live slots in slot order
+ *     ORDER   N u64 insertion orders, same order
+ *     META    N x (u8 has-meta, [meta encoding]), same order
+ *     VECTORS S x stride f32 (stride = dim rounded up to 8), dead slots
+ *             zero; never compressed and page-aligned, the arena's own
+ *             layout, so it can be memory-mapped
+ *     INDEX   the index plugin's save() stream (optional)
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "durable_int.h"
+#include "iqdb_int.h"
+#include "serial_int.h"
+#include "snapshot_int.h"
+
+#define HDR_SIZE 128u
+#define ENTRY_SIZE 48u
+#define MAX_SECTIONS 16u
+#define PAGE 4096u
+
+static const char magic[8] = {'I', 'Q', 'D', 'B', 'S', 'N', 'A', 'P'};
+
+/* ---- little-endian helpers on raw memory ------------------------------- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+typedef struct section {
+    uint32_t type;
+    uint32_t codec;
+    uint64_t offset;
+    uint64_t stored;
+    uint64_t raw;
+    uint32_t crc;
+    uint64_t aux;
+} section;
+
+typedef struct writer {
+    int fd;
+    const char *path;
+    uint64_t off;
+    int err;      /* first error, status code */
+    int err_no;   /* its errno */
+    const char *what;
+} writer;
+
+static void w_fail(writer *w, int err_no, const char *what)
+{
+    if (w->err == 0) {
+        w->err = iqdb__io_status(err_no);
+        w->err_no = err_no;
+        w->what = what;
+    }
+}
+
+static void w_bytes(writer *w, const void *p, size_t n, uint32_t *crc)
+{
+    if (w->err != 0 || n == 0)
+        return;
+    if (crc != NULL)
+        *crc = iqdb__crc32c(*crc, p, n);
+    if (iqdb__io_pwrite_all(w->fd, p, n, (off_t)w->off) != 0)
+        w_fail(w, errno, "write");
+    w->off += n;
+}
+
+static void w_pad_to(writer *w, uint64_t align)
+{
+    static const unsigned char zero[PAGE];
+    uint64_t to = (w->off + align - 1) / align * align;
+    while (w->err == 0 && w->off < to) {
+        size_t n = to - w->off < PAGE ? (size_t)(to - w->off) : PAGE;
+        w_bytes(w, zero, n, NULL);
+    }
+}
+
+/* Write buf as one section, compressed with codec when that helps. */
+static void w_section(writer *w, section *s, uint32_t type, const void *raw,
+                      size_t len, const iqdb_codec_ops *codec, int level)
+{
+    s->type = type;
+    s->raw = len;
+    s->crc = 0;
+    s->codec = 0;
+    s->aux = 0;
+    w_pad_to(w, 8);
+    s->offset = w->off;
+    if (codec != NULL && len > 0 && w->err == 0) {
+        size_t cap = codec->bound(len), out = 0;
+        void *dst = cap ? iqdb__malloc(cap) : NULL;
+        int r = dst ? codec->compress(raw, len, dst, cap, &out, level)
+                    : IQDB_ENOMEM;
+        if (r == 0 && out < len) {
+            s->codec = codec->id;
+            s->stored = out;
+            w_bytes(w, dst, out, &s->crc);
+            iqdb__free(dst);
+            return;
+        }
+        iqdb__free(dst);
+        if (r != 0 && w->err == 0) {
+            w->err = r;
+            w->what = "compress";
+            return;
+        }
+    }
+    s->stored = len;
+    w_bytes(w, raw, len, &s->crc);
+}
+
+static void enc_config(iqdb_buf *b, const iqdb *db, const char *codec_name)
+{
+    size_t nl = strlen(db->ops->name);
+    iqdb__buf_u16(b, (uint16_t)nl);
+    iqdb__buf_put(b, db->ops->name, nl);
+    iqdb__buf_u32(b, (uint32_t)db->nparams);
+    for (size_t i = 0; i < db->nparams; i++) {
+        size_t kl = strlen(db->params[i].key), vl = strlen(db->params[i].value);
+        iqdb__buf_u16(b, (uint16_t)kl);
+        iqdb__buf_put(b, db->params[i].key, kl);
+        iqdb__buf_u16(b, (uint16_t)vl);
+        iqdb__buf_put(b, db->params[i].value, vl);
+    }
+    size_t cl = codec_name ? strlen(codec_name) : 0;
+    iqdb__buf_u16(b, (uint16_t)cl);
+    iqdb__buf_put(b, codec_name, cl);
+}
+
+static void enc_records(const iqdb_store *s, iqdb_buf *ids, iqdb_buf *ord,
+                        iqdb_buf *meta)
+{
+    for (uint64_t i = 0; i < s->limit; i++) {
+        if (!iqdb__store_is_live(s, i))
+            continue;
+        iqdb__enc_id(ids, s->ids[i]);
+        iqdb__buf_u64(ord, s->order[i]);
+        iqdb__buf_u8(meta, s->meta[i] != NULL);
+        if (s->meta[i] != NULL)
+            iqdb__enc_meta(meta, s->meta[i]);
+    }
+}
+
+static int index_write_cb(void *ctx, const void *buf, size_t len)
+{
+    iqdb_buf *b = ctx;
+    iqdb__buf_put(b, buf, len);
+    return b->oom ? IQDB_ENOMEM : 0;
+}
+
+static void w_vectors(writer *w, section *sec, const iqdb_store *s)
+{
+    const iqdb_arena *a = &s->arena;
+    size_t per = (size_t)1 << a->chunk_shift;
+    sec->type = IQDB_SEC_VECTORS;
+    sec->codec = 0;
+    sec->crc = 0;
+    sec->aux = 0;
+    w_pad_to(w, PAGE);
+    sec->offset = w->off;
+    for (uint64_t slot = 0; slot < s->limit && w->err == 0; slot += per) {
+        uint64_t n = s->limit - slot < per ? s->limit - slot : per;
+        /* Dead slots may hold stale vectors: zero them in the file only
+         * when they are few enough not to matter; the loader never reads
+         * them as records, so writing them as they are is also safe. */
+        w_bytes(w, iqdb__arena_at(a, slot), (size_t)n * a->stride * 4,
+                &sec->crc);
+    }
+    sec->stored = sec->raw = s->limit * a->stride * 4;
+}
+
+static void w_header(writer *w, const iqdb *db, const section *secs,
+                     uint32_t nsec, uint32_t codec_id, uint64_t last_seq)
+{
+    unsigned char h[HDR_SIZE] = {0};
+    memcpy(h, magic, 8);
+    put32(h + 8, IQDB_SNAPSHOT_VERSION);
+    put32(h + 12, HDR_SIZE);
+    put32(h + 16, db->dim);
+    put32(h + 20, (uint32_t)db->metric);
+    put64(h + 24, db->store.count);
+    put64(h + 32, db->store.limit);
+    put64(h + 40, db->store.next_order);
+    put32(h + 48, codec_id);
+    put32(h + 52, nsec);
+    put64(h + 56, HDR_SIZE);
+    put64(h + 64, last_seq);
+    put32(h + 124, iqdb__crc32c(0, h, 124));
+    unsigned char t[MAX_SECTIONS * ENTRY_SIZE + 4] = {0};
+    for (uint32_t i = 0; i < nsec; i++) {
+        unsigned char *e = t + i * ENTRY_SIZE;
+        put32(e, secs[i].type);
+        put32(e + 4, secs[i].codec);
+        put64(e + 8, secs[i].offset);
+        put64(e + 16, secs[i].stored);
+        put64(e + 24, secs[i].raw);
+        put32(e + 32, secs[i].crc);
+        put64(e + 40, secs[i].aux);
+    }
+    put32(t + nsec * ENTRY_SIZE, iqdb__crc32c(0, t, nsec * ENTRY_SIZE));
+    uint64_t end = w->off;
+    w->off = 0;
+    w_bytes(w, h, HDR_SIZE, NULL);
+    w_bytes(w, t, nsec * ENTRY_SIZE + 4, NULL);
+    w->off = end;
+}
+
+int iqdb__snapshot_write(iqdb *db, const char *dir,
+                         const iqdb_codec_ops *codec, int level,
+                         uint64_t last_seq)
+{
+    char tmp[4096], final[4096];
+    const iqdb_io *io = iqdb__io();
+    if (snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir) >= (int)sizeof tmp ||
+        snprintf(final, sizeof final, "%s/snapshot", dir) >= (int)sizeof final)
+        return iqdb__set_error(db, IQDB_EINVAL, "snapshot: path too long");
+    iqdb_buf cfg, ids, ord, meta, idx;
+    iqdb__buf_init(&cfg);
+    iqdb__buf_init(&ids);
+    iqdb__buf_init(&ord);
+    iqdb__buf_init(&meta);
+    iqdb__buf_init(&idx);
+    enc_config(&cfg, db, codec ? codec->name : NULL);
+    enc_records(&db->store, &ids, &ord, &meta);
+    int r = 0, have_index = 0;
+    if (db->ops->save != NULL && (db->ops->caps & IQDB_CAP_PERSIST)) {
+        iqdb_writer iw = {sizeof iw, &idx, index_write_cb};
+        r = db->ops->save(db->index, &iw);
+        if (r != 0)
+            goto out;
+        have_index = 1;
+    }
+    /* The live bitmap, as little-endian words. */
+    iqdb_buf slots;
+    iqdb__buf_init(&slots);
+    for (uint64_t w = 0; w < (db->store.limit + 63) / 64; w++)
+        iqdb__buf_u64(&slots, db->store.live[w]);
+    if (cfg.oom || ids.oom || ord.oom || meta.oom || idx.oom || slots.oom) {
+        iqdb__buf_free(&slots);
+        r = iqdb__set_error(db, IQDB_ENOMEM, "snapshot: out of memory");
+        goto out;
+    }
+    writer w = {-1, tmp, 0, 0, 0, NULL};
+    w.fd = io->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w.fd < 0) {
+        int e = errno;
+        iqdb__buf_free(&slots);
+        r = iqdb__set_error(db, iqdb__io_status(e), "snapshot: cannot create %s: %s",
+                            tmp, strerror(e));
+        goto out;
+    }
+    section secs[MAX_SECTIONS];
+    uint32_t n = 0;
+    w.off = HDR_SIZE + MAX_SECTIONS * ENTRY_SIZE + 4;
+    w_section(&w, &secs[n++], IQDB_SEC_CONFIG, cfg.p, cfg.len, NULL, 0);
+    w_section(&w, &secs[n++], IQDB_SEC_SLOTS, slots.p, slots.len, codec, level);
+    w_section(&w, &secs[n++], IQDB_SEC_IDS, ids.p, ids.len, codec, level);
+    w_section(&w, &secs[n++], IQDB_SEC_ORDER, ord.p, ord.len, codec, level);
+    w_section(&w, &secs[n++], IQDB_SEC_META, meta.p, meta.len, codec, level);
+    w_vectors(&w, &secs[n++], &db->store);
+    if (have_index) {
+        w_section(&w, &secs[n], IQDB_SEC_INDEX, idx.p, idx.len, codec, level);
+        secs[n++].aux = db->ops->format_version;
+    }
+    iqdb__buf_free(&slots);
+    w_header(&w, db, secs, n, codec ? codec->id : 0, last_seq);
+    if (w.err == 0 && io->fsync(w.fd) != 0)
+        w_fail(&w, errno, "fsync");
+    if (io->close(w.fd) != 0 && w.err == 0)
+        w_fail(&w, errno, "close");
+    if (w.err == 0 && io->rename(tmp, final) != 0)
+        w_fail(&w, errno, "rename");
+    if (w.err == 0 && io->fsync_dir(dir) != 0)
+        w_fail(&w, errno, "directory fsync");
+    if (w.err != 0) {
+        /* The old snapshot was never touched before the rename. */
+        if (w.what == NULL || strcmp(w.what, "directory fsync") != 0)
+            io->unlink(tmp);
+        r = iqdb__set_error(db, w.err, "snapshot: %s of %s failed: %s",
+                            w.what ? w.what : "write", tmp,
+                            w.err_no ? strerror(w.err_no) : iqdb_strerror(w.err));
+    }
+out:
+    iqdb__buf_free(&cfg);
+    iqdb__buf_free(&ids);
+    iqdb__buf_free(&ord);
+    iqdb__buf_free(&meta);
+    iqdb__buf_free(&idx);
+    return r;
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static uint64_t sec_off(const iqdb_snapshot *sn, uint32_t type);
+
+static int corrupt(const void *h, const char *path, uint64_t off,
+                   const char *why)
+{
+    return iqdb__set_error(h, IQDB_ECORRUPT,
+                           "snapshot %s: corrupt at offset %llu: %s", path,
+                           (unsigned long long)off, why);
+}
+
+static int read_exact(int fd, void *buf, size_t n, uint64_t off,
+                      const char *path, const void *h)
+{
+    int r = iqdb__io_pread_all(fd, buf, n, (off_t)off);
+    if (r == -2)
+        return corrupt(h, path, off, "file ends early");
+    if (r != 0)
+        return iqdb__set_error(h, iqdb__io_status(errno),
+                               "snapshot %s: read failed: %s", path,
+                               strerror(errno));
+    return 0;
+}
+
+void iqdb__snapshot_close(iqdb_snapshot *sn)
+{
+    if (sn->fd >= 0)
+        iqdb__io()->close(sn->fd);
+    iqdb__kv_free(sn->params, sn->nparams);
+    memset(sn, 0, sizeof *sn);
+    sn->fd = -1;
+}
+
+static int parse_header(iqdb_snapshot *sn, const unsigned char *h,
+                        const char *path)
+{
+    if (memcmp(h, magic, 8) != 0)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: not an iqdb snapshot (bad magic)",
+                               path);
+    if (get32(h + 124) != iqdb__crc32c(0, h, 124))
+        return corrupt(NULL, path, 124, "header checksum mismatch");
+    uint32_t version = get32(h + 8);
+    if (version != IQDB_SNAPSHOT_VERSION)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: format version %u, this "
+                               "library reads version %u",
+                               path, version, IQDB_SNAPSHOT_VERSION);
+    sn->dim = get32(h + 16);
+    sn->metric = (int)get32(h + 20);
+    sn->count = get64(h + 24);
+    sn->limit = get64(h + 32);
+    sn->next_order = get64(h + 40);
+    sn->codec_id = get32(h + 48);
+    sn->nsec = get32(h + 52);
+    sn->last_seq = get64(h + 64);
+    if (get32(h + 12) != HDR_SIZE || get64(h + 56) != HDR_SIZE)
+        return corrupt(NULL, path, 12, "bad header size");
+    if (sn->dim == 0 || sn->dim > IQDB_MAX_DIM)
+        return corrupt(NULL, path, 16, "dimension out of range");
+    if (iqdb_metric_name((iqdb_metric)sn->metric) == NULL)
+        return corrupt(NULL, path, 20, "unknown metric");
+    if (sn->count > sn->limit || sn->limit > ((uint64_t)1 << 40))
+        return corrupt(NULL, path, 24, "record counts out of range");
+    if (sn->nsec == 0 || sn->nsec > MAX_SECTIONS)
+        return corrupt(NULL, path, 52, "section count out of range");
+    return 0;
+}
+
+static int parse_table(iqdb_snapshot *sn, const unsigned char *t,
+                       const char *path, uint64_t file_size)
+{
+    uint64_t toff = HDR_SIZE;
+    if (get32(t + sn->nsec * ENTRY_SIZE) !=
+        iqdb__crc32c(0, t, sn->nsec * ENTRY_SIZE))
+        return corrupt(NULL, path, toff, "section table checksum mismatch");
+    for (uint32_t i = 0; i < sn->nsec; i++) {
+        const unsigned char *e = t + i * ENTRY_SIZE;
+        iqdb_snap_section *s = &sn->sec[i];
+        s->type = get32(e);
+        s->codec = get32(e + 4);
+        s->offset = get64(e + 8);
+        s->stored = get64(e + 16);
+        s->raw = get64(e + 24);
+        s->crc = get32(e + 32);
+        s->aux = get64(e + 40);
+        uint64_t eoff = toff + i * ENTRY_SIZE;
+        if (s->type == 0 || s->type > IQDB_SEC_INDEX)
+            return corrupt(NULL, path, eoff, "unknown section type");
+        if (s->offset > file_size || s->stored > file_size - s->offset)
+            return corrupt(NULL, path, eoff, "section beyond the end of file");
+        if (s->codec != 0 && s->codec != sn->codec_id)
+            return corrupt(NULL, path, eoff, "section codec differs from header");
+        if (s->codec == 0 && s->stored != s->raw)
+            return corrupt(NULL, path, eoff, "raw section length mismatch");
+        for (uint32_t j = 0; j < i; j++)
+            if (sn->sec[j].type == s->type)
+                return corrupt(NULL, path, eoff, "duplicate section");
+    }
+    return 0;
+}
+
+/* Every byte of the file belongs to the header, the table or a section;
+ * the alignment padding between them must be zero. So a flipped byte
+ * anywhere is caught: by a checksum, or here. */
+static int check_layout(iqdb_snapshot *sn)
+{
+    uint32_t idx[MAX_SECTIONS];
+    for (uint32_t i = 0; i < sn->nsec; i++)
+        idx[i] = i;
+    for (uint32_t i = 1; i < sn->nsec; i++) /* insertion sort by offset */
+        for (uint32_t j = i; j > 0 && sn->sec[idx[j - 1]].offset >
+                                          sn->sec[idx[j]].offset; j--) {
+            uint32_t t = idx[j];
+            idx[j] = idx[j - 1];
+            idx[j - 1] = t;
+        }
+    uint64_t pos = HDR_SIZE + (uint64_t)MAX_SECTIONS * ENTRY_SIZE + 4;
+    unsigned char gap[PAGE];
+    for (uint32_t i = 0; i <= sn->nsec; i++) {
+        uint64_t next = i < sn->nsec ? sn->sec[idx[i]].offset : sn->file_size;
+        if (next < pos)
+            return corrupt(NULL, sn->path, next, "sections overlap");
+        if (next - pos > PAGE)
+            return corrupt(NULL, sn->path, pos, "unexplained bytes");
+        /* The unused table entries and the gaps are zero. */
+        if (next > pos) {
+            int r = read_exact(sn->fd, gap, (size_t)(next - pos), pos, sn->path,
+                               NULL);
+            if (r != 0)
+                return r;
+            for (size_t k = 0; k < next - pos; k++)
+                if (gap[k] != 0)
+                    return corrupt(NULL, sn->path, pos + k,
+                                   "non-zero padding");
+        }
+        if (i < sn->nsec)
+            pos = next + sn->sec[idx[i]].stored;
+    }
+    /* Unused section-table slots after the table's checksum. */
+    uint64_t used = HDR_SIZE + (uint64_t)sn->nsec * ENTRY_SIZE + 4;
+    uint64_t tend = HDR_SIZE + (uint64_t)MAX_SECTIONS * ENTRY_SIZE + 4;
+    int r = read_exact(sn->fd, gap, (size_t)(tend - used), used, sn->path, NULL);
+    if (r != 0)
+        return r;
+    for (size_t k = 0; k < tend - used; k++)
+        if (gap[k] != 0)
+            return corrupt(NULL, sn->path, used + k, "non-zero padding");
+    return 0;
+}
+
+int iqdb__snapshot_open(const char *path, iqdb_snapshot *sn)
+{
+    const iqdb_io *io = iqdb__io();
+    memset(sn, 0, sizeof *sn);
+    sn->fd = -1;
+    snprintf(sn->path, sizeof sn->path, "%s", path);
+    sn->fd = io->open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (sn->fd < 0)
+        return iqdb__set_error(NULL, errno == ENOENT ? IQDB_ENOTFOUND
+                                                     : iqdb__io_status(errno),
+                               "snapshot %s: cannot open: %s", path,
+                               strerror(errno));
+    off_t size = lseek(sn->fd, 0, SEEK_END);
+    if (size < 0)
+        size = 0;
+    sn->file_size = (uint64_t)size;
+    unsigned char h[HDR_SIZE];
+    unsigned char t[MAX_SECTIONS * ENTRY_SIZE + 4];
+    int r;
+    if (sn->file_size < HDR_SIZE)
+        r = iqdb__set_error(NULL, IQDB_ECORRUPT,
+                            "snapshot %s: not an iqdb snapshot (%llu bytes)",
+                            path, (unsigned long long)sn->file_size);
+    else if ((r = read_exact(sn->fd, h, HDR_SIZE, 0, path, NULL)) == 0 &&
+             (r = parse_header(sn, h, path)) == 0 &&
+             (r = read_exact(sn->fd, t, sn->nsec * ENTRY_SIZE + 4, HDR_SIZE,
+                             path, NULL)) == 0)
+        r = parse_table(sn, t, path, sn->file_size);
+    if (r == 0)
+        r = check_layout(sn);
+    if (r == 0)
+        r = iqdb__snapshot_config(sn);
+    if (r != 0)
+        iqdb__snapshot_close(sn);
+    return r;
+}
+
+const iqdb_snap_section *iqdb__snapshot_find(const iqdb_snapshot *sn,
+                                             uint32_t type)
+{
+    for (uint32_t i = 0; i < sn->nsec; i++)
+        if (sn->sec[i].type == type)
+            return &sn->sec[i];
+    return NULL;
+}
+
+static uint64_t sec_off(const iqdb_snapshot *sn, uint32_t type)
+{
+    const iqdb_snap_section *s = iqdb__snapshot_find(sn, type);
+    return s ? s->offset : HDR_SIZE;
+}
+
+int iqdb__snapshot_read(iqdb_snapshot *sn, uint32_t type, uint64_t max_raw,
+                        const iqdb_codec_ops *codec, void **out, size_t *len)
+{
+    const iqdb_snap_section *s = iqdb__snapshot_find(sn, type);
+    *out = NULL;
+    *len = 0;
+    if (s == NULL)
+        return corrupt(NULL, sn->path, HDR_SIZE, "a required section is missing");
+    if (s->raw > max_raw || s->raw > SIZE_MAX || s->stored > SIZE_MAX)
+        return corrupt(NULL, sn->path, s->offset, "section larger than its "
+                                                  "record counts allow");
+    if (s->codec != 0 && codec == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOPLUGIN,
+                               "snapshot %s: compressed with codec id %u, "
+                               "which is not loaded",
+                               sn->path, s->codec);
+    void *stored = iqdb__malloc(s->stored ? (size_t)s->stored : 1);
+    if (stored == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+    int r = read_exact(sn->fd, stored, (size_t)s->stored, s->offset, sn->path,
+                       NULL);
+    if (r == 0 && iqdb__crc32c(0, stored, (size_t)s->stored) != s->crc)
+        r = corrupt(NULL, sn->path, s->offset, "section checksum mismatch");
+    if (r != 0) {
+        iqdb__free(stored);
+        return r;
+    }
+    if (s->codec == 0) {
+        *out = stored;
+        *len = (size_t)s->stored;
+        return 0;
+    }
+    void *raw = iqdb__malloc(s->raw ? (size_t)s->raw : 1);
+    size_t got = 0;
+    r = raw ? codec->decompress(stored, (size_t)s->stored, raw, (size_t)s->raw,
+                                &got)
+            : IQDB_ENOMEM;
+    iqdb__free(stored);
+    if (r != 0 || got != s->raw) {
+        iqdb__free(raw);
+        if (r == IQDB_ENOMEM)
+            return iqdb__set_error(NULL, r, "snapshot: out of memory");
+        return corrupt(NULL, sn->path, s->offset,
+                       "section does not decompress");
+    }
+    *out = raw;
+    *len = (size_t)s->raw;
+    return 0;
+}
+
+static int rd_str(iqdb_rd *r, char **out)
+{
+    uint16_t n;
+    if (iqdb__rd_u16(r, &n) != 0 || n > r->len - r->off)
+        return -1;
+    char *s = iqdb__malloc((size_t)n + 1);
+    if (s == NULL)
+        return -2;
+    memcpy(s, r->p + r->off, n);
+    s[n] = '\0';
+    r->off += n;
+    if (memchr(s, '\0', n) != NULL) {
+        iqdb__free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+int iqdb__snapshot_config(iqdb_snapshot *sn)
+{
+    void *p;
+    size_t len;
+    int r = iqdb__snapshot_read(sn, IQDB_SEC_CONFIG, 1 << 20, NULL, &p, &len);
+    if (r != 0)
+        return r;
+    iqdb_rd rd;
+    iqdb__rd_init(&rd, p, len);
+    char *name = NULL, *codec = NULL;
+    uint32_t np = 0;
+    int bad = rd_str(&rd, &name);
+    if (bad == 0 && (iqdb__rd_u32(&rd, &np) != 0 || np > 1024))
+        bad = -1;
+    for (uint32_t i = 0; bad == 0 && i < np; i++) {
+        char *k = NULL, *v = NULL;
+        bad = rd_str(&rd, &k);
+        if (bad == 0)
+            bad = rd_str(&rd, &v);
+        if (bad == 0 && iqdb__kv_set(&sn->params, &sn->nparams, k, v) != 0)
+            bad = -2;
+        iqdb__free(k);
+        iqdb__free(v);
+    }
+    if (bad == 0)
+        bad = rd_str(&rd, &codec);
+    if (bad == 0 && rd.off != len)
+        bad = -1;
+    if (bad == 0 && (name[0] == '\0' || strlen(name) >= sizeof sn->index ||
+                     strlen(codec) >= sizeof sn->codec))
+        bad = -1;
+    if (bad == 0) {
+        snprintf(sn->index, sizeof sn->index, "%s", name);
+        snprintf(sn->codec, sizeof sn->codec, "%s", codec);
+        if ((sn->codec_id == 0) != (codec[0] == '\0'))
+            bad = -1;
+    }
+    iqdb__free(name);
+    iqdb__free(codec);
+    iqdb__free(p);
+    if (bad == -2)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+    if (bad != 0)
+        return corrupt(NULL, sn->path, sec_off(sn, IQDB_SEC_CONFIG),
+                       "bad configuration section");
+    return 0;
+}
+
+/* ---- loading into a database ------------------------------------------ */
+
+/* The most a section may inflate to: what the file holds for raw
+ * sections, a generous but finite ratio for compressed ones. */
+static uint64_t inflate_cap(const iqdb_snap_section *s)
+{
+    if (s->codec == 0)
+        return s->stored;
+    return s->stored > (UINT64_MAX >> 11) ? UINT64_MAX : s->stored * 1024 + (1u << 20);
+}
+
+static int load_vectors(iqdb *db, iqdb_snapshot *sn)
+{
+    const iqdb_snap_section *s = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
+    const iqdb_arena *a = &db->store.arena;
+    if (s == NULL)
+        return corrupt(NULL, sn->path, HDR_SIZE, "vector section missing");
+    uint64_t want = sn->limit * a->stride * 4;
+    if (s->codec != 0 || s->raw != want)
+        return corrupt(NULL, sn->path, s->offset,
+                       "vector section size does not match the header");
+    size_t per = (size_t)1 << a->chunk_shift;
+    uint32_t crc = 0;
+    uint64_t off = s->offset;
+    for (uint64_t slot = 0; slot < sn->limit; slot += per) {
+        uint64_t n = sn->limit - slot < per ? sn->limit - slot : per;
+        size_t bytes = (size_t)n * a->stride * 4;
+        float *dst = iqdb__arena_at(a, slot);
+        int r = read_exact(sn->fd, dst, bytes, off, sn->path, NULL);
+        if (r != 0)
+            return r;
+        crc = iqdb__crc32c(crc, dst, bytes);
+        off += bytes;
+    }
+    if (crc != s->crc)
+        return corrupt(NULL, sn->path, s->offset, "vector section checksum mismatch");
+    return 0;
+}
+
+typedef struct mem_reader {
+    const unsigned char *p;
+    size_t len, off;
+} mem_reader;
+
+static int mem_read(void *ctx, void *buf, size_t len)
+{
+    mem_reader *m = ctx;
+    if (len > m->len - m->off)
+        return IQDB_ECORRUPT;
+    memcpy(buf, m->p + m->off, len);
+    m->off += len;
+    return 0;
+}
+
+static int rebuild_index(iqdb *db)
+{
+    const iqdb_store *s = &db->store;
+    uint64_t *slots = iqdb__malloc((size_t)(s->count ? s->count : 1) * sizeof *slots);
+    if (slots == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    size_t n = 0;
+    for (uint64_t i = 0; i < s->limit; i++)
+        if (iqdb__store_is_live(s, i))
+            slots[n++] = i;
+    int r = n ? db->ops->add(db->index, slots, n) : 0;
+    iqdb__free(slots);
+    if (r != 0) {
+        iqdb__retag_error(db, NULL);
+        return r > 0 ? IQDB_EINTERNAL : r;
+    }
+    return 0;
+}
+
+static int load_index(iqdb *db, iqdb_snapshot *sn, const iqdb_codec_ops *codec,
+                      int allow_rebuild)
+{
+    const iqdb_snap_section *s = iqdb__snapshot_find(sn, IQDB_SEC_INDEX);
+    if (s == NULL)
+        return rebuild_index(db); /* the index never saved itself */
+    int can = db->ops->load != NULL && (db->ops->caps & IQDB_CAP_PERSIST) &&
+              s->aux <= db->ops->format_version;
+    if (!can) {
+        if (!allow_rebuild)
+            return iqdb__set_error(NULL, IQDB_ENOTSUP,
+                                   "snapshot %s: index '%s' cannot load its "
+                                   "saved state (format %llu, plugin reads "
+                                   "up to %u) and rebuilding is not allowed",
+                                   sn->path, db->ops->name,
+                                   (unsigned long long)s->aux,
+                                   db->ops->format_version);
+        return rebuild_index(db);
+    }
+    void *p;
+    size_t len;
+    int r = iqdb__snapshot_read(sn, IQDB_SEC_INDEX, inflate_cap(s), codec, &p, &len);
+    if (r != 0)
+        return r;
+    mem_reader m = {p, len, 0};
+    iqdb_reader rd = {sizeof rd, &m, mem_read, len};
+    r = db->ops->load(db->index, &rd, (uint32_t)s->aux);
+    iqdb__free(p);
+    if (r != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", iqdb_errmsg(db));
+        if (r == IQDB_ECORRUPT)
+            return iqdb__set_error(NULL, r, "snapshot %s: index section at "
+                                   "offset %llu is corrupt: %s", sn->path,
+                                   (unsigned long long)s->offset, msg);
+        return iqdb__set_error(NULL, r > 0 ? IQDB_EINTERNAL : r,
+                               "snapshot %s: index '%s' failed to load: %s",
+                               sn->path, db->ops->name, msg);
+    }
+    return 0;
+}
+
+static int load_records(iqdb *db, iqdb_snapshot *sn, const iqdb_codec_ops *codec,
+                        const uint64_t *live)
+{
+    iqdb_store *st = &db->store;
+    void *ids = NULL, *ord = NULL, *meta = NULL;
+    size_t nids, nord, nmeta;
+    const iqdb_snap_section *si = iqdb__snapshot_find(sn, IQDB_SEC_IDS);
+    const iqdb_snap_section *sm = iqdb__snapshot_find(sn, IQDB_SEC_META);
+    if (si == NULL || sm == NULL)
+        return corrupt(NULL, sn->path, HDR_SIZE, "a record section is missing");
+    uint64_t id_cap = sn->count * (1 + 4 + IQDB_ID_MAX_BYTES);
+    int r = iqdb__snapshot_read(sn, IQDB_SEC_IDS,
+                                id_cap < inflate_cap(si) ? id_cap : inflate_cap(si),
+                                codec, &ids, &nids);
+    if (r == 0)
+        r = iqdb__snapshot_read(sn, IQDB_SEC_ORDER, sn->count * 8, codec, &ord, &nord);
+    if (r == 0)
+        r = iqdb__snapshot_read(sn, IQDB_SEC_META, inflate_cap(sm), codec, &meta,
+                                &nmeta);
+    if (r == 0 && nord != sn->count * 8)
+        r = corrupt(NULL, sn->path, sec_off(sn, IQDB_SEC_ORDER),
+                    "order section size does not match the record count");
+    iqdb_rd ri, ro, rm;
+    iqdb__rd_init(&ri, ids, nids);
+    iqdb__rd_init(&ro, ord, nord);
+    iqdb__rd_init(&rm, meta, nmeta);
+    uint64_t max_order = 0;
+    for (uint64_t slot = 0; r == 0 && slot < sn->limit; slot++) {
+        if (!((live[slot >> 6] >> (slot & 63)) & 1))
+            continue;
+        const char *why = NULL;
+        uint8_t kind, has;
+        uint64_t order;
+        iqdb_id id = iqdb_id_u64(0), owned;
+        iqdb_meta *m = NULL;
+        /* Ids: same encoding as serial.c, decoded with its reader. */
+        if (iqdb__rd_u8(&ri, &kind) != 0)
+            why = "truncated id";
+        else if (kind == IQDB_ID_U64) {
+            if (iqdb__rd_u64(&ri, &id.v.u64) != 0)
+                why = "truncated id";
+        } else if (kind == IQDB_ID_BYTES) {
+            uint32_t len;
+            if (iqdb__rd_u32(&ri, &len) != 0 || len == 0 ||
+                len > IQDB_ID_MAX_BYTES || len > ri.len - ri.off)
+                why = "bad byte-string id";
+            else {
+                id = iqdb_id_bytes(ri.p + ri.off, len);
+                ri.off += len;
+            }
+        } else
+            why = "bad id kind";
+        if (why == NULL && iqdb__rd_u64(&ro, &order) != 0)
+            why = "truncated order";
+        if (why == NULL && (iqdb__rd_u8(&rm, &has) != 0 || has > 1))
+            why = "bad metadata flag";
+        if (why == NULL && has) {
+            r = iqdb__dec_meta(&rm, &m, &why);
+            if (r == IQDB_ENOMEM)
+                break;
+            r = 0;
+        }
+        uint64_t h = iqdb__id_hash(id), dup;
+        if (why == NULL && iqdb__store_find(st, id, h, &dup))
+            why = "duplicate id";
+        const float *v = iqdb__arena_at(&st->arena, slot);
+        for (uint32_t j = 0; why == NULL && j < db->dim; j++)
+            if (!isfinite(v[j]))
+                why = "non-finite vector element";
+        if (why != NULL) {
+            iqdb_meta_free(m);
+            r = corrupt(NULL, sn->path, si->offset, why);
+            break;
+        }
+        if (iqdb__id_copy(id, &owned) != 0) {
+            iqdb_meta_free(m);
+            r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+            break;
+        }
+        if (order > max_order)
+            max_order = order;
+        iqdb__store_restore(st, slot, owned, h, m, order);
+    }
+    if (r == 0 && (ri.off != ri.len || rm.off != rm.len))
+        r = corrupt(NULL, sn->path, si->offset, "trailing bytes in a record section");
+    if (r == 0 && sn->count > 0 && sn->next_order <= max_order)
+        r = corrupt(NULL, sn->path, 40, "next insertion order too small");
+    iqdb__free(ids);
+    iqdb__free(ord);
+    iqdb__free(meta);
+    return r;
+}
+
+int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
+                        const iqdb_codec_ops *codec, int allow_rebuild)
+{
+    size_t words = (size_t)((sn->limit + 63) / 64);
+    void *p;
+    size_t len;
+    int r = iqdb__snapshot_read(sn, IQDB_SEC_SLOTS, (uint64_t)words * 8, codec,
+                                &p, &len);
+    if (r != 0)
+        return r;
+    uint64_t *live = iqdb__malloc(words ? words * 8 : 8);
+    uint64_t pop = 0;
+    if (live == NULL) {
+        iqdb__free(p);
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    }
+    if (len != words * 8)
+        r = corrupt(NULL, sn->path, sec_off(sn, IQDB_SEC_SLOTS),
+                    "slot bitmap size does not match the header");
+    for (size_t w = 0; r == 0 && w < words; w++) {
+        live[w] = get64((const unsigned char *)p + w * 8);
+        pop += (uint64_t)__builtin_popcountll(live[w]);
+    }
+    iqdb__free(p);
+    if (r == 0 && (pop != sn->count ||
+                   (sn->limit % 64 && words &&
+                    (live[words - 1] >> (sn->limit % 64)) != 0)))
+        r = corrupt(NULL, sn->path, 24, "slot bitmap disagrees with the record count");
+    if (r == 0 && iqdb__store_reserve(&db->store, (size_t)sn->limit) != 0)
+        r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory for %llu records",
+                            (unsigned long long)sn->count);
+    if (r == 0)
+        r = load_vectors(db, sn);
+    if (r == 0)
+        r = load_records(db, sn, codec, live);
+    iqdb__free(live);
+    if (r != 0)
+        return r;
+    iqdb__store_finish_restore(&db->store, sn->limit, sn->next_order);
+    return load_index(db, sn, codec, allow_rebuild);
+}

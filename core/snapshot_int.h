@@ -1,0 +1,75 @@
+/*
+ * core/snapshot_int.h - reading and writing snapshot files (the layout is
+ * at the top of snapshot.c and in docs/FORMAT.md). Private to the core.
+ */
+#ifndef IQDB_SNAPSHOT_INT_H
+#define IQDB_SNAPSHOT_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iqdb_int.h"
+
+#define IQDB_SNAPSHOT_VERSION 1u
+
+enum {
+    IQDB_SEC_CONFIG = 1,
+    IQDB_SEC_SLOTS = 2,
+    IQDB_SEC_IDS = 3,
+    IQDB_SEC_ORDER = 4,
+    IQDB_SEC_META = 5,
+    IQDB_SEC_VECTORS = 6,
+    IQDB_SEC_INDEX = 7
+};
+
+typedef struct iqdb_snap_section {
+    uint32_t type, codec, crc;
+    uint64_t offset, stored, raw, aux;
+} iqdb_snap_section;
+
+/* An open snapshot: header, section table and configuration checked. */
+typedef struct iqdb_snapshot {
+    int fd;
+    char path[4096];
+    uint64_t file_size;
+    uint32_t dim;
+    int metric;
+    uint64_t count, limit, next_order;
+    uint64_t last_seq; /* last WAL frame folded in */
+    uint32_t codec_id;
+    char codec[65];  /* codec name, "" when raw */
+    char index[65];  /* index type name */
+    iqdb_kv *params; /* index parameters, owned */
+    size_t nparams;
+    uint32_t nsec;
+    iqdb_snap_section sec[16];
+} iqdb_snapshot;
+
+/* Write db's records and index state to dir/snapshot atomically (temp
+ * file, fsync, rename, directory fsync). Sections other than vectors are
+ * compressed with codec (NULL: raw). Caller holds db's lock against
+ * writers. Returns 0 or a code with the message on db; on failure the
+ * previous snapshot is untouched. */
+int iqdb__snapshot_write(iqdb *db, const char *dir,
+                         const iqdb_codec_ops *codec, int level,
+                         uint64_t last_seq);
+
+/* Open and check a snapshot's header, section table and configuration.
+ * Errors: IQDB_ENOTFOUND (no file), IQDB_ECORRUPT (with file and
+ * offset), IQDB_EIO, IQDB_ENOMEM; message on handle NULL. */
+int iqdb__snapshot_open(const char *path, iqdb_snapshot *sn);
+int iqdb__snapshot_config(iqdb_snapshot *sn);
+void iqdb__snapshot_close(iqdb_snapshot *sn);
+const iqdb_snap_section *iqdb__snapshot_find(const iqdb_snapshot *sn,
+                                             uint32_t type);
+/* Load the records (and the index state, or rebuild the index when
+ * allowed) of an open snapshot into db, which is empty and was created
+ * with the snapshot's dim, metric, index and parameters. */
+int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
+                        const iqdb_codec_ops *codec, int allow_rebuild);
+/* Read (checksum, decompress) a section whose raw size may be at most
+ * max_raw. *out is freed with iqdb__free. */
+int iqdb__snapshot_read(iqdb_snapshot *sn, uint32_t type, uint64_t max_raw,
+                        const iqdb_codec_ops *codec, void **out, size_t *len);
+
+#endif /* IQDB_SNAPSHOT_INT_H */

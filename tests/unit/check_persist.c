@@ -1,0 +1,649 @@
+/*
+ * tests/unit/check_persist.c - durable databases through the public API,
+ * on real files: round trips, replay without close, codecs, configuration
+ * checks, foreign directories, locking, crashes (SIGKILL), snapshot
+ * corruption and hostile files, and injected I/O faults.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "durable_int.h"
+#include "iqdb_int.h"
+#include "testutil.h"
+
+#define DIM 6
+
+static char tmpdir[256];
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/iqdb-persist-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", tmpdir);
+    iqdb__io_reset();
+}
+
+static const char *path(const char *name)
+{
+    static char buf[512];
+    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
+    return buf;
+}
+
+static iqdb_config *conf(const char *codec, int fsync)
+{
+    iqdb_config *c = iqdb_config_new(DIM, IQDB_METRIC_EUCLIDEAN);
+    if (codec)
+        ck_assert_int_eq(iqdb_config_set_compression(c, codec, 0), 0);
+    iqdb_config_set_fsync(c, (iqdb_fsync)fsync, 10);
+    return c;
+}
+
+static int open_db(const char *dir, const char *codec, iqdb **db)
+{
+    iqdb_config *c = conf(codec, IQDB_FSYNC_ALWAYS);
+    int r = iqdb_open(dir, c, db);
+    iqdb_config_free(c);
+    return r;
+}
+
+/* Record i: vector from i, metadata {"i": i, "s": "rec-i"}, id u64 i or
+ * a byte-string id for odd i. */
+static void make(uint64_t i, float *v, iqdb_meta **m, iqdb_id *id, char *key)
+{
+    for (int j = 0; j < DIM; j++)
+        v[j] = (float)i * 0.5f + (float)j;
+    *m = iqdb_meta_new();
+    iqdb_meta_set(*m, "i", iqdb_value_int((int64_t)i));
+    char s[32];
+    snprintf(s, sizeof s, "rec-%llu", (unsigned long long)i);
+    iqdb_meta_set(*m, "s", iqdb_value_str(s));
+    if (i % 2) {
+        int n = snprintf(key, 32, "key-%llu", (unsigned long long)i);
+        *id = iqdb_id_bytes(key, (size_t)n);
+    } else {
+        *id = iqdb_id_u64(i);
+    }
+}
+
+static int put(iqdb *db, uint64_t i)
+{
+    float v[DIM];
+    iqdb_meta *m;
+    iqdb_id id;
+    char key[32];
+    make(i, v, &m, &id, key);
+    int r = iqdb_upsert(db, id, v, DIM, m);
+    iqdb_meta_free(m);
+    return r;
+}
+
+/* 1: present and exact; 0: absent; fails the test if present but wrong. */
+static int check(iqdb *db, uint64_t i)
+{
+    float v[DIM], got[DIM];
+    iqdb_meta *m, *gm = NULL;
+    iqdb_id id;
+    char key[32];
+    make(i, v, &m, &id, key);
+    int r = iqdb_get(db, id, got, DIM, &gm);
+    int present = r == 0;
+    if (r == 0) {
+        ck_assert_mem_eq(got, v, sizeof v);
+        iqdb_value a, b;
+        ck_assert_int_eq(iqdb_meta_get(gm, "s", &a), 0);
+        ck_assert_int_eq(iqdb_meta_get(m, "s", &b), 0);
+        ck_assert_uint_eq(a.len, b.len);
+        ck_assert_mem_eq(a.v.s, b.v.s, a.len);
+    } else {
+        ck_assert_int_eq(r, IQDB_ENOTFOUND);
+    }
+    iqdb_meta_free(m);
+    iqdb_meta_free(gm);
+    return present;
+}
+
+/* ---- round trips ----------------------------------------------------------- */
+
+static void round_trip(const char *codec)
+{
+    iqdb *db;
+    const char *dir = path("db");
+    ck_assert_msg(open_db(dir, codec, &db) == 0, "%s", iqdb_errmsg(NULL));
+    for (uint64_t i = 0; i < 300; i++)
+        ck_assert_int_eq(put(db, i), 0);
+    for (uint64_t i = 0; i < 300; i += 7)
+        ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(i), NULL), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    for (int session = 0; session < 3; session++) {
+        ck_assert_msg(open_db(dir, codec, &db) == 0, "%s", iqdb_errmsg(NULL));
+        for (uint64_t i = 0; i < 300; i++)
+            ck_assert_int_eq(check(db, i), !(i % 7 == 0 && i % 2 == 0));
+        for (uint64_t i = 300 + (uint64_t)session * 50; i < 350 + (uint64_t)session * 50; i++)
+            ck_assert_int_eq(put(db, i), 0);
+        /* Search still works after reopening. */
+        float q[DIM] = {0};
+        iqdb_results *r;
+        ck_assert_int_eq(iqdb_search(db, q, DIM, 3, NULL, NULL, &r), 0);
+        ck_assert_uint_eq(iqdb_results_count(r, 0), 3);
+        iqdb_results_free(r);
+        ck_assert_int_eq(iqdb_close(db), 0);
+    }
+    ck_assert_msg(open_db(dir, codec, &db) == 0, "%s", iqdb_errmsg(NULL));
+    for (uint64_t i = 300; i < 450; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    ck_assert_int_eq(iqdb_close(db), 0);
+}
+
+START_TEST(test_persist_round_trip_raw)
+{
+    round_trip(NULL);
+}
+END_TEST
+
+START_TEST(test_persist_round_trip_zstd)
+{
+    round_trip("zstd");
+}
+END_TEST
+
+START_TEST(test_persist_round_trip_lz4)
+{
+    round_trip("lz4");
+}
+END_TEST
+
+/* A process that dies without closing leaves its writes in the WAL. */
+START_TEST(test_persist_replay_without_close)
+{
+    const char *dir = path("db");
+    pid_t pid = fork();
+    if (pid == 0) {
+        iqdb *db;
+        if (open_db(dir, NULL, &db) != 0)
+            _exit(2);
+        for (uint64_t i = 0; i < 100; i++)
+            if (put(db, i) != 0)
+                _exit(3);
+        iqdb_delete(db, iqdb_id_u64(10), NULL);
+        _exit(0); /* no close, no flush */
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    iqdb *db;
+    ck_assert_msg(open_db(dir, NULL, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_uint_eq(iqdb_count(db), 99);
+    for (uint64_t i = 0; i < 100; i++)
+        ck_assert_int_eq(check(db, i), i != 10);
+    iqdb_close(db);
+}
+END_TEST
+
+START_TEST(test_persist_index_saved_state)
+{
+    /* The flat index saves nothing and is rebuilt; a reopen with
+     * rebuilding forbidden still works for it. */
+    const char *dir = path("db");
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    put(db, 1);
+    iqdb_close(db);
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_NEVER);
+    iqdb_config_set_rebuild(c, 0);
+    iqdb_config_set_index(c, "nosuchindex"); /* the stored type wins */
+    ck_assert_msg(iqdb_open(dir, c, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_str_eq(iqdb_index_name(db), "flat");
+    ck_assert_int_eq(check(db, 1), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
+/* ---- configuration and foreign directories ---------------------------- */
+
+START_TEST(test_persist_config_mismatch)
+{
+    const char *dir = path("db");
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    iqdb_close(db);
+    iqdb_config *c = iqdb_config_new(DIM + 1, IQDB_METRIC_COSINE);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECONFIG);
+    const char *msg = iqdb_errmsg(NULL);
+    ck_assert_ptr_nonnull(strstr(msg, "dim 6"));
+    ck_assert_ptr_nonnull(strstr(msg, "dim 7"));
+    ck_assert_ptr_nonnull(strstr(msg, "cosine"));
+    iqdb_config_free(c);
+    /* The failed open left the lock free. */
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    iqdb_close(db);
+}
+END_TEST
+
+START_TEST(test_persist_foreign_directory_untouched)
+{
+    const char *dir = path("notadb");
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    char file[600];
+    snprintf(file, sizeof file, "%s/important.txt", dir);
+    FILE *f = fopen(file, "w");
+    fputs("keep me", f);
+    fclose(f);
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_EEXIST);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "not an iqdb database"));
+    char lock[600];
+    snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    ck_assert_int_ne(access(lock, F_OK), 0);
+    /* A plain file where the directory should be. */
+    ck_assert_int_eq(open_db(file, NULL, &db), IQDB_EINVAL);
+    f = fopen(file, "r");
+    char buf[16] = "";
+    ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
+    fclose(f);
+    ck_assert_str_eq(buf, "keep me");
+    /* Read-only open of nothing. */
+    iqdb_config *c = conf(NULL, 0);
+    iqdb_config_set_readonly(c, 1);
+    ck_assert_int_eq(iqdb_open(path("absent"), c, &db), IQDB_ENOTFOUND);
+    iqdb_config_free(c);
+}
+END_TEST
+
+/* ---- locking ------------------------------------------------------------------ */
+
+START_TEST(test_persist_second_writer_refused)
+{
+    const char *dir = path("db");
+    iqdb *db, *db2;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    char d2[600];
+    snprintf(d2, sizeof d2, "%s", dir);
+    ck_assert_int_eq(open_db(d2, NULL, &db2), IQDB_ELOCKED);
+    char link[600];
+    snprintf(link, sizeof link, "%s/alias", tmpdir);
+    ck_assert_int_eq(symlink(dir, link), 0);
+    ck_assert_int_eq(open_db(link, NULL, &db2), IQDB_ELOCKED);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "alias"));
+    pid_t pid = fork();
+    if (pid == 0) {
+        iqdb *x;
+        _exit(open_db(dir, NULL, &x) == IQDB_ELOCKED ? 0 : 1);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    iqdb_close(db);
+    ck_assert_int_eq(open_db(link, NULL, &db2), 0);
+    iqdb_close(db2);
+}
+END_TEST
+
+START_TEST(test_persist_readers_share)
+{
+    const char *dir = path("db");
+    iqdb *db, *r1, *r2;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    put(db, 4);
+    iqdb_close(db);
+    iqdb_config *c = conf(NULL, 0);
+    iqdb_config_set_readonly(c, 1);
+    ck_assert_msg(iqdb_open(dir, c, &r1) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_int_eq(iqdb_open(dir, c, &r2), 0);
+    ck_assert_int_eq(check(r2, 4), 1);
+    ck_assert_int_eq(put(r1, 5), IQDB_EREADONLY);
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_ELOCKED);
+    iqdb_close(r1);
+    iqdb_close(r2);
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
+/* ---- crashes ----------------------------------------------------------------- */
+
+/* A writer child reports every acknowledged record over a pipe and is
+ * killed at a random moment; the reopened database must hold every
+ * acknowledged record exactly, and nothing never written. */
+static void crash_cycles(int cycles, const char *codec)
+{
+    const char *dir = path("db");
+    uint64_t next = 0, seed = 12345;
+    unsigned char *acked = calloc(1 << 20, 1);
+    for (int c = 0; c < cycles; c++) {
+        int fds[2];
+        ck_assert_int_eq(pipe(fds), 0);
+        uint64_t start = next;
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            iqdb *db;
+            if (open_db(dir, codec, &db) != 0)
+                _exit(2);
+            for (uint64_t i = start;; i++) {
+                if (put(db, i) != 0)
+                    _exit(3);
+                if (write(fds[1], &i, sizeof i) != sizeof i)
+                    _exit(4);
+                if (i % 97 == 0)
+                    iqdb_delete(db, iqdb_id_u64(i - 2), NULL);
+            }
+        }
+        close(fds[1]);
+        struct timespec ts = {0, (long)(tu_next(&seed) % 15000000)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        uint64_t id;
+        while (read(fds[0], &id, sizeof id) == sizeof id) {
+            acked[id] = 1;
+            if (id % 97 == 0 && id >= 2)
+                acked[id - 2] = 2; /* maybe deleted: either is fine */
+            if (id + 1 > next)
+                next = id + 1;
+        }
+        close(fds[0]);
+        iqdb *db;
+        ck_assert_msg(open_db(dir, codec, &db) == 0, "cycle %d: %s", c,
+                      iqdb_errmsg(NULL));
+        /* Every acknowledged record is there, exact. */
+        for (uint64_t i = 0; i < next; i++) {
+            int present = check(db, i);
+            if (acked[i] == 1)
+                ck_assert_msg(present, "cycle %d: acknowledged %llu lost", c,
+                              (unsigned long long)i);
+        }
+        /* Nothing never written: at most the one in flight. */
+        ck_assert_int_eq(check(db, next + 1), 0);
+        if (check(db, next))
+            next++;
+        iqdb_close(db);
+    }
+    /* The test means something only if writes were acknowledged. */
+    ck_assert_msg(next > (uint64_t)cycles, "only %llu records in %d cycles",
+                  (unsigned long long)next, cycles);
+    free(acked);
+}
+
+START_TEST(test_persist_crash_cycles)
+{
+    crash_cycles(200, NULL);
+}
+END_TEST
+
+START_TEST(test_persist_crash_cycles_zstd)
+{
+    crash_cycles(20, "zstd");
+}
+END_TEST
+
+/* ---- snapshot corruption and hostile files ---------------------------------- */
+
+static unsigned char *slurp(const char *p, size_t *n)
+{
+    FILE *f = fopen(p, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n ? *n : 1);
+    ck_assert_uint_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *p, const void *b, size_t n)
+{
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+static void small_db(const char *codec)
+{
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), codec, &db), 0);
+    for (uint64_t i = 0; i < 6; i++)
+        put(db, i);
+    iqdb_delete(db, iqdb_id_u64(2), NULL);
+    ck_assert_int_eq(iqdb_close(db), 0);
+}
+
+static void corruption_sweep(const char *codec)
+{
+    small_db(codec);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *orig = slurp(snap, &n), *bad = malloc(n);
+    iqdb *db;
+    /* Every single-byte flip. */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(bad, orig, n);
+        bad[i] ^= 0x5a;
+        spit(snap, bad, n);
+        int r = open_db(path("db"), codec, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s (%s)", i, n,
+                      iqdb_errname(r), iqdb_errmsg(NULL));
+    }
+    /* Every truncation. */
+    for (size_t len = 0; len < n; len++) {
+        spit(snap, orig, len);
+        int r = open_db(path("db"), codec, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "truncated to %zu: %s", len,
+                      iqdb_errname(r));
+    }
+    spit(snap, orig, n);
+    ck_assert_int_eq(open_db(path("db"), codec, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), 5);
+    iqdb_close(db);
+    free(orig);
+    free(bad);
+}
+
+START_TEST(test_persist_snapshot_flips_raw)
+{
+    corruption_sweep(NULL);
+}
+END_TEST
+
+START_TEST(test_persist_snapshot_flips_zstd)
+{
+    corruption_sweep("zstd");
+}
+END_TEST
+
+START_TEST(test_persist_snapshot_flips_lz4)
+{
+    corruption_sweep("lz4");
+}
+END_TEST
+
+START_TEST(test_persist_non_database_files)
+{
+    small_db(NULL);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    unsigned char junk[4096];
+    uint64_t seed = 9;
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)tu_next(&seed);
+    const unsigned char sqlite[] = "SQLite format 3";
+    const unsigned char zstd_frame[] = {0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x05,
+                                        0x29, 0x00, 0x00, 'h',  'e',  'l',
+                                        'l',  'o'};
+    size_t elf_n;
+    unsigned char *elf = slurp("/bin/true", &elf_n);
+    struct {
+        const void *p;
+        size_t n;
+    } inputs[] = {{"", 0},       {"x", 1},           {junk, sizeof junk},
+                  {elf, elf_n},  {sqlite, sizeof sqlite},
+                  {zstd_frame, sizeof zstd_frame}};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+        spit(snap, inputs[i].p, inputs[i].n);
+        iqdb *db;
+        int r = open_db(path("db"), NULL, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "input %zu: %s", i, iqdb_errname(r));
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "snapshot"));
+    }
+    free(elf);
+}
+END_TEST
+
+/* ---- injected I/O faults ---------------------------------------------------------- */
+
+/* The n-th operation of kind op fails: the failing write reports an
+ * error, later writes are refused, and a reopen has every acknowledged
+ * write. */
+static void fault_sweep(int op, int err)
+{
+    for (long n = 0; n < 40; n++) {
+        teardown();
+        setup();
+        iqdb *db;
+        iqdb__io_reset();
+        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+        iqdb__io_fail_nth(op, n, err);
+        uint64_t acked = 0;
+        int failed = 0;
+        for (uint64_t i = 0; i < 30; i++) {
+            if (i == 15 && iqdb_flush(db) != 0)
+                failed = 1; /* a failed compaction also stops writes */
+            int r = put(db, i);
+            if (r == 0 && !failed) {
+                acked = i + 1;
+                continue;
+            }
+            if (failed)
+                ck_assert_msg(r == IQDB_EREADONLY, "op %d n %ld: write after "
+                              "a failure gave %s", op, n, iqdb_errname(r));
+            ck_assert_int_ne(r, 0);
+            failed = 1;
+        }
+        iqdb_close(db);
+        iqdb__io_reset();
+        int r = open_db(path("db"), NULL, &db);
+        ck_assert_msg(r == 0, "op %d n %ld: reopen %s", op, n, iqdb_errmsg(NULL));
+        for (uint64_t i = 0; i < acked; i++)
+            ck_assert_msg(check(db, i), "op %d n %ld: acknowledged %llu lost", op,
+                          n, (unsigned long long)i);
+        iqdb_close(db);
+    }
+}
+
+START_TEST(test_persist_fault_write)
+{
+    fault_sweep(IQDB_IO_OP_WRITE, EIO);
+    fault_sweep(IQDB_IO_OP_WRITE, ENOSPC);
+}
+END_TEST
+
+START_TEST(test_persist_fault_fsync)
+{
+    fault_sweep(IQDB_IO_OP_FSYNC, EIO);
+}
+END_TEST
+
+START_TEST(test_persist_fault_rename_truncate)
+{
+    fault_sweep(IQDB_IO_OP_RENAME, EIO);
+    fault_sweep(IQDB_IO_OP_FTRUNCATE, EIO);
+}
+END_TEST
+
+/* ENOSPC while writing a snapshot leaves the old one byte-identical and
+ * the WAL intact. */
+START_TEST(test_persist_enospc_keeps_snapshot)
+{
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+    for (uint64_t i = 0; i < 20; i++)
+        put(db, i);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    for (uint64_t i = 20; i < 40; i++)
+        put(db, i);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n1, n2;
+    unsigned char *before = slurp(snap, &n1);
+    iqdb__io_fail_nth(IQDB_IO_OP_WRITE, 2, ENOSPC);
+    ck_assert_int_eq(iqdb_flush(db), IQDB_ENOSPC);
+    ck_assert_int_eq(put(db, 99), IQDB_EREADONLY);
+    iqdb__io_reset();
+    unsigned char *after = slurp(snap, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_mem_eq(before, after, n1);
+    iqdb_close(db);
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+    for (uint64_t i = 0; i < 40; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    ck_assert_int_eq(check(db, 99), 0);
+    iqdb_close(db);
+    free(before);
+    free(after);
+}
+END_TEST
+
+static Suite *persist_suite(void)
+{
+    Suite *s = suite_create("persist");
+    struct {
+        const char *name;
+        const TTest *t;
+    } cases[] = {
+        {"round_trip_raw", test_persist_round_trip_raw},
+        {"round_trip_zstd", test_persist_round_trip_zstd},
+        {"round_trip_lz4", test_persist_round_trip_lz4},
+        {"replay_without_close", test_persist_replay_without_close},
+        {"index_saved_state", test_persist_index_saved_state},
+        {"config_mismatch", test_persist_config_mismatch},
+        {"foreign_directory_untouched", test_persist_foreign_directory_untouched},
+        {"second_writer_refused", test_persist_second_writer_refused},
+        {"readers_share", test_persist_readers_share},
+        {"crash_cycles", test_persist_crash_cycles},
+        {"crash_cycles_zstd", test_persist_crash_cycles_zstd},
+        {"snapshot_flips_raw", test_persist_snapshot_flips_raw},
+        {"snapshot_flips_zstd", test_persist_snapshot_flips_zstd},
+        {"snapshot_flips_lz4", test_persist_snapshot_flips_lz4},
+        {"non_database_files", test_persist_non_database_files},
+        {"fault_write", test_persist_fault_write},
+        {"fault_fsync", test_persist_fault_fsync},
+        {"fault_rename_truncate", test_persist_fault_rename_truncate},
+        {"enospc_keeps_snapshot", test_persist_enospc_keeps_snapshot},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 600);
+        tcase_add_test(tc, cases[i].t);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(persist_suite());
+}

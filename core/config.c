@@ -201,6 +201,14 @@ int iqdb_config_set_rebuild(iqdb_config *c, int allow)
     return 0;
 }
 
+int iqdb_config_set_strict_recovery(iqdb_config *c, int strict)
+{
+    if (c == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "config: NULL config");
+    c->strict_recovery = strict != 0;
+    return 0;
+}
+
 int iqdb_config_set_compact_bytes(iqdb_config *c, uint64_t bytes)
 {
     if (c == NULL)

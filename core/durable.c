@@ -48,6 +48,7 @@ typedef struct iqdb_durable {
     pthread_cond_t applied_cv;
     uint64_t applied; /* last sequence number applied in memory */
     int failed;       /* non-zero: refuse writes, with this code */
+    iqdb_recovery recovery;
 } iqdb_durable;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -102,6 +103,7 @@ typedef struct replay_ctx {
     iqdb *db;
     uint64_t skip_upto; /* frames already in the snapshot */
     int err;
+    uint64_t applied;
 } replay_ctx;
 
 static int replay_frame(void *arg, uint64_t seq, const void *payload,
@@ -127,6 +129,8 @@ static int replay_frame(void *arg, uint64_t seq, const void *payload,
     if (r != 0) {
         iqdb__retag_error(c->db, NULL);
         c->err = r;
+    } else {
+        c->applied++;
     }
     return r;
 }
@@ -286,21 +290,37 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     int r = iqdb__wal_open(d->dir, &o, &d->wal);
     if (r != 0)
         return r;
-    replay_ctx c = {db, last_seq, 0};
+    replay_ctx c = {db, last_seq, 0, 0};
     iqdb_wal_replay_info info;
-    r = iqdb__wal_replay(d->wal, 0, replay_frame, &c, &info);
+    unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
+    r = iqdb__wal_replay(d->wal, flags, replay_frame, &c, &info);
     if (r != 0) {
         if (c.err == 0)
             iqdb__retag_error(d->wal, NULL);
         return r;
     }
-    if (info.later_frames > 0)
+    /* A log starting after the snapshot's end would mean lost frames. */
+    if (info.first_seq > last_seq + 1)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "%s/wal starts at frame %llu but the snapshot "
+                               "ends at frame %llu: frames are missing",
+                               d->dir, (unsigned long long)info.first_seq,
+                               (unsigned long long)last_seq);
+    d->recovery.frames_replayed = c.applied;
+    d->recovery.bytes_truncated = info.truncated_bytes;
+    d->recovery.frames_discarded = info.later_frames;
+    d->recovery.acknowledged_damage = info.later_durable > 0;
+    if (info.truncated_bytes > 0)
         iqdb__host()->log(IQDB_LOG_WARN, NULL,
-                          "%s/wal: torn write at offset %llu (%s): dropped "
-                          "%llu unsynced frames after it",
-                          d->dir, (unsigned long long)info.valid_end,
-                          info.damage ? info.damage : "damaged",
-                          (unsigned long long)info.later_frames);
+                          "%s/wal: cut %llu bytes at offset %llu (%s); %llu "
+                          "intact frames after the damage dropped%s",
+                          d->dir, (unsigned long long)info.truncated_bytes,
+                          (unsigned long long)info.valid_end,
+                          info.damage ? info.damage : "torn write",
+                          (unsigned long long)info.later_frames,
+                          info.later_durable ? " (the damaged frame had been "
+                                               "durable: corruption)"
+                                             : "");
     d->applied = iqdb__wal_next_seq(d->wal) - 1;
     return 0;
 }
@@ -503,6 +523,16 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
         d->failed = r;
     }
     return r;
+}
+
+int iqdb_recovery_report(const iqdb *db, iqdb_recovery *out)
+{
+    if (db == NULL || out == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "recovery: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (db->dur != NULL)
+        *out = db->dur->recovery;
+    return 0;
 }
 
 int iqdb_flush(iqdb *db)

@@ -193,6 +193,7 @@ struct iqdb_config {
     int level;
     int readonly;
     int rebuild;
+    int strict_recovery;
     uint64_t compact_bytes;
 };
 

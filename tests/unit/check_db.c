@@ -73,12 +73,19 @@ START_TEST(test_db_open_max_dim)
 }
 END_TEST
 
-START_TEST(test_db_durable_open_reserved)
+START_TEST(test_db_durable_open_arguments)
 {
     iqdb *db = NULL;
     iqdb_config *c = iqdb_config_new(4, IQDB_METRIC_EUCLIDEAN);
-    ck_assert_int_eq(iqdb_open("/tmp/x", c, &db), IQDB_ENOTSUP);
+    ck_assert_int_eq(iqdb_open(NULL, c, &db), IQDB_EINVAL);
+    ck_assert_int_eq(iqdb_open("", c, &db), IQDB_EINVAL);
+    ck_assert_int_eq(iqdb_open("/nonexistent-parent/db", NULL, &db),
+                     IQDB_EINVAL);
     ck_assert_ptr_null(db);
+    /* An in-memory database flushes as a no-op. */
+    ck_assert_int_eq(iqdb_open_memory(c, &db), 0);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    iqdb_close(db);
     iqdb_config_free(c);
 }
 END_TEST
@@ -730,7 +737,7 @@ static Suite *db_suite(void)
         {"open_unknown_plugin", test_db_open_unknown_plugin},
         {"open_bad_param_named", test_db_open_bad_param_named},
         {"open_max_dim", test_db_open_max_dim},
-        {"durable_open_reserved", test_db_durable_open_reserved},
+        {"durable_open_arguments", test_db_durable_open_arguments},
         {"crud", test_db_crud},
         {"byte_ids", test_db_byte_ids},
         {"slot_reuse", test_db_slot_reuse},

@@ -512,6 +512,120 @@ START_TEST(test_persist_non_database_files)
 }
 END_TEST
 
+/* ---- torn and damaged WAL tails through open ------------------------------- */
+
+static void copy_file(const char *from, const char *to)
+{
+    size_t n;
+    unsigned char *b = slurp(from, &n);
+    spit(to, b, n);
+    free(b);
+}
+
+/* 64 records, one synced frame each, left in the WAL by a process that
+ * never closed. Damage inside the last 3 frames of every kind: the reopen
+ * keeps exactly the frames before the damage. */
+START_TEST(test_persist_wal_tail_damage)
+{
+    enum { N = 64 };
+    const char *dir = path("db");
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        iqdb *db;
+        char w[600];
+        struct stat st;
+        snprintf(w, sizeof w, "%s/wal", dir);
+        if (open_db(dir, NULL, &db) != 0)
+            _exit(2);
+        for (uint64_t i = 0; i <= N; i++) {
+            if (stat(w, &st) != 0)
+                _exit(3);
+            uint64_t off = (uint64_t)st.st_size; /* frame i starts here */
+            if (write(fds[1], &off, sizeof off) != sizeof off)
+                _exit(4);
+            if (i < N && put(db, i) != 0)
+                _exit(5);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    uint64_t off[N + 1];
+    for (int i = 0; i <= N; i++)
+        ck_assert_int_eq(read(fds[0], &off[i], sizeof off[i]), sizeof off[i]);
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char wal[600], snap[600], wal0[600], snap0[600];
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    snprintf(wal0, sizeof wal0, "%s/wal.orig", tmpdir);
+    snprintf(snap0, sizeof snap0, "%s/snapshot.orig", tmpdir);
+    copy_file(wal, wal0);
+    copy_file(snap, snap0);
+    size_t n;
+    unsigned char *orig = slurp(wal0, &n);
+    ck_assert_uint_eq(n, off[N]);
+    unsigned char *bad = malloc(n);
+    uint64_t seed = 77;
+    /* mode 0: truncate at pos; 1: flip byte pos; 2: zero-fill from pos to
+     * the end of its frame; 3: garbage-fill likewise. */
+    for (int mode = 0; mode < 4; mode++) {
+        for (uint64_t pos = off[N - 3]; pos < off[N]; pos++) {
+            int k = N - 3;
+            while (off[k + 1] <= pos)
+                k++;
+            if (mode >= 2 && pos != off[k])
+                continue; /* fills cover whole frames */
+            memcpy(bad, orig, n);
+            size_t len = n;
+            if (mode == 0)
+                len = (size_t)pos;
+            else if (mode == 1)
+                bad[pos] ^= 0x20;
+            else
+                for (uint64_t b = off[k]; b < off[k + 1]; b++)
+                    bad[b] = mode == 2 ? 0 : (unsigned char)tu_next(&seed);
+            spit(wal, bad, len);
+            copy_file(snap0, snap);
+            iqdb *db;
+            int r = open_db(dir, NULL, &db);
+            ck_assert_msg(r == 0, "mode %d pos %llu: %s", mode,
+                          (unsigned long long)pos, iqdb_errmsg(NULL));
+            ck_assert_msg(iqdb_count(db) == (size_t)k,
+                          "mode %d pos %llu (frame %d): %zu records", mode,
+                          (unsigned long long)pos, k, iqdb_count(db));
+            iqdb_recovery rec;
+            iqdb_recovery_report(db, &rec);
+            ck_assert_uint_eq(rec.frames_replayed, (uint64_t)k);
+            ck_assert_uint_eq(rec.bytes_truncated, len - off[k]);
+            iqdb_close(db);
+        }
+    }
+    /* Strict recovery refuses damage to a frame that later frames prove
+     * was durable, and leaves the files as they were. */
+    memcpy(bad, orig, n);
+    bad[off[N - 3] + 4] ^= 1;
+    spit(wal, bad, n);
+    copy_file(snap0, snap);
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_strict_recovery(c, 1);
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "wal"));
+    size_t n2;
+    unsigned char *after = slurp(wal, &n2);
+    ck_assert_uint_eq(n2, n);
+    ck_assert_mem_eq(after, bad, n);
+    free(after);
+    iqdb_config_free(c);
+    free(bad);
+    free(orig);
+}
+END_TEST
+
 /* ---- injected I/O faults ---------------------------------------------------------- */
 
 /* The n-th operation of kind op fails: the failing write reports an
@@ -628,6 +742,7 @@ static Suite *persist_suite(void)
         {"snapshot_flips_zstd", test_persist_snapshot_flips_zstd},
         {"snapshot_flips_lz4", test_persist_snapshot_flips_lz4},
         {"non_database_files", test_persist_non_database_files},
+        {"wal_tail_damage", test_persist_wal_tail_damage},
         {"fault_write", test_persist_fault_write},
         {"fault_fsync", test_persist_fault_fsync},
         {"fault_rename_truncate", test_persist_fault_rename_truncate},

@@ -342,6 +342,16 @@ IQDB_API int iqdb_config_set_readonly(iqdb_config *cfg, int readonly);
  * fails with IQDB_ENOTSUP naming the plugin. */
 IQDB_API int iqdb_config_set_rebuild(iqdb_config *cfg, int allow);
 
+/* How a reopen treats a damaged write-ahead log. By default (0) the log
+ * is cut at the first damaged frame and everything before it is kept,
+ * also when intact frames follow the damage; what was cut is logged as a
+ * warning and reported by iqdb_recovery_report(). With strict = 1, damage
+ * that cannot be a torn write (an intact frame after it was written once
+ * the damaged frame was already durable, i.e. acknowledged data was
+ * corrupted) fails the open with IQDB_ECORRUPT naming the file and offset
+ * and leaves the files untouched. */
+IQDB_API int iqdb_config_set_strict_recovery(iqdb_config *cfg, int strict);
+
 /* Fold the write-ahead log into a new snapshot automatically once it
  * grows past `bytes` (default 64 MiB; 0 turns automatic compaction off). */
 IQDB_API int iqdb_config_set_compact_bytes(iqdb_config *cfg, uint64_t bytes);
@@ -384,6 +394,20 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * write was never acknowledged.
  */
 IQDB_API int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out);
+
+/* What the last open of a durable database recovered from its log. */
+typedef struct iqdb_recovery {
+    uint64_t frames_replayed;  /* log frames applied on open */
+    uint64_t bytes_truncated;  /* damaged or torn tail cut off */
+    uint64_t frames_discarded; /* intact frames found after the damage and
+                                  dropped with it */
+    int acknowledged_damage;   /* 1 when the damaged frame had been durable
+                                  (corruption, not a torn write) */
+} iqdb_recovery;
+
+/* Fill *out for db (all zero for in-memory databases). Returns 0 or
+ * IQDB_EINVAL. */
+IQDB_API int iqdb_recovery_report(const iqdb *db, iqdb_recovery *out);
 
 /* Fold the write-ahead log into a new snapshot (written to a temporary
  * file, synced, renamed over the old one, directory synced) and empty the

@@ -1,0 +1,7 @@
+/* placeholder: being written */
+#include <stdio.h>
+int main(void)
+{
+    puts("bench_durable: not written yet");
+    return 1;
+}

@@ -26,7 +26,9 @@
  *   120   4  reserved, zero
  *   124   4  CRC32C of bytes 0..123
  *
- *   section table, C entries of 48 bytes at offset 128, then its CRC32C
+ *   section table at offset 128: C entries of 48 bytes, then the CRC32C
+ *   of those entries; the area is reserved for 16 entries, the unused
+ *   part is zero, and the first section starts after it (at 904)
  *     0   4  type (IQDB_SEC_*)
  *     4   4  codec id used for this section (0 = raw)
  *     8   8  offset in the file
@@ -36,7 +38,8 @@
  *    36   4  reserved, zero
  *    40   8  aux: for INDEX, the plugin's format version
  *
- *   sections (each bounded by the file and by limits derived from N, S
+ *   sections, types CONFIG 1, SLOTS 2, IDS 3, ORDER 4, META 5, VECTORS 6,
+ *   INDEX 7 (each bounded by the file and by limits derived from N, S
  *   and dim before anything is allocated)
  *     CONFIG  u16 index-name length + name; u32 parameter count P; P x
  *             (u16 key length, key, u16 value length, value); u16 codec

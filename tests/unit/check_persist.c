@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -215,6 +216,76 @@ START_TEST(test_persist_index_saved_state)
     ck_assert_int_eq(check(db, 1), 1);
     iqdb_close(db);
     iqdb_config_free(c);
+}
+END_TEST
+
+/* The index section: loaded when the plugin reads its format, rebuilt
+ * when the saved format is newer (if allowed), refused otherwise. Each
+ * step runs in its own process, as plugins stay loaded once loaded. */
+static int saver_loads(void)
+{
+    char so[600];
+    snprintf(so, sizeof so, "%s/.libs/saver.so", getenv("IQDB_FIXTURE_DIR"));
+    void *h = dlopen(so, RTLD_NOW | RTLD_NOLOAD);
+    int (*fn)(void) = h ? (int (*)(void))dlsym(h, "saver_LTX_loads") : NULL;
+    return fn ? fn() : -1;
+}
+
+static int saver_step(int step)
+{
+    iqdb_plugin_add_dir(getenv("IQDB_FIXTURE_DIR"));
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_NEVER);
+    iqdb_config_set_index(c, "saver");
+    iqdb *db;
+    int r;
+    if (step == 0) { /* create with format 2 */
+        if (iqdb_open(path("db"), c, &db) != 0)
+            return 10;
+        for (uint64_t i = 0; i < 20; i++)
+            put(db, i);
+        iqdb_delete(db, iqdb_id_u64(4), NULL);
+        return iqdb_close(db) == 0 ? 0 : 11;
+    }
+    if (step == 1) { /* reopen: the saved state is loaded */
+        if ((r = iqdb_open(path("db"), c, &db)) != 0)
+            return 20;
+        r = iqdb_count(db) == 19 && saver_loads() == 1 ? 0 : 21;
+        iqdb_close(db);
+        return r;
+    }
+    /* An older plugin: rebuild allowed, then forbidden. */
+    char old[600];
+    snprintf(old, sizeof old, "%s/saverold.la", getenv("IQDB_FIXTURE_DIR"));
+    if (iqdb_plugin_load(old) != 0)
+        return 30;
+    iqdb_config_set_rebuild(c, 0);
+    r = iqdb_open(path("db"), c, &db);
+    if (r != IQDB_ENOTSUP || strstr(iqdb_errmsg(NULL), "'saver'") == NULL)
+        return 31;
+    iqdb_config_set_rebuild(c, 1);
+    if (iqdb_open(path("db"), c, &db) != 0)
+        return 32;
+    r = iqdb_count(db) == 19 && check(db, 5) && !check(db, 4) ? 0 : 33;
+    float q[DIM] = {0};
+    iqdb_results *res;
+    if (r == 0 && (iqdb_search(db, q, DIM, 1, NULL, NULL, &res) != 0 ||
+                   iqdb_results_hits(res, 0)[0].id.v.u64 != 0))
+        r = 34;
+    iqdb_close(db);
+    return r;
+}
+
+START_TEST(test_persist_index_section)
+{
+    for (int step = 0; step < 3; step++) {
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(saver_step(step));
+        int st;
+        waitpid(pid, &st, 0);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                      "step %d exited %d", step, WEXITSTATUS(st));
+    }
 }
 END_TEST
 
@@ -872,6 +943,7 @@ static Suite *persist_suite(void)
         {"round_trip_lz4", test_persist_round_trip_lz4},
         {"replay_without_close", test_persist_replay_without_close},
         {"index_saved_state", test_persist_index_saved_state},
+        {"index_section", test_persist_index_section},
         {"config_mismatch", test_persist_config_mismatch},
         {"foreign_directory_untouched", test_persist_foreign_directory_untouched},
         {"second_writer_refused", test_persist_second_writer_refused},

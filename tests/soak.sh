@@ -11,7 +11,7 @@ if [ ! -x "$b/tests/unit/check_persist" ]; then
     exit 2
 fi
 export IQDB_PLUGIN_PATH="${IQDB_PLUGIN_PATH:-$b/plugins}"
-export IQDB_CRASH_CYCLES="$cycles" CK_RUN_CASE=crash_cycles CK_DEFAULT_TIMEOUT=0 IQDB_LOG=0
+export IQDB_CRASH_CYCLES="$cycles" CK_RUN_CASE=crash_cycles CK_TIMEOUT_MULTIPLIER=1000 IQDB_LOG=0
 start=$(date +%s)
 "$b/tests/unit/check_persist"
 echo "soak: $cycles crash cycles passed in $(( $(date +%s) - start )) s"

@@ -48,6 +48,8 @@ typedef struct iqdb_durable {
     pthread_cond_t applied_cv;
     uint64_t applied; /* last sequence number applied in memory */
     int failed;       /* non-zero: refuse writes, with this code */
+    uint64_t snap_seq; /* last frame the snapshot on disk holds */
+    uint64_t empty_wal_size; /* size of an empty log (its header) */
     iqdb_recovery recovery;
 } iqdb_durable;
 
@@ -322,6 +324,10 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
                                                "durable: corruption)"
                                              : "");
     d->applied = iqdb__wal_next_seq(d->wal) - 1;
+    d->snap_seq = last_seq;
+    /* An empty log needs no compaction at close. */
+    if (info.frames == 0)
+        d->empty_wal_size = iqdb__wal_size(d->wal);
     return 0;
 }
 
@@ -505,11 +511,13 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
 {
     if (d->readonly || d->failed)
         return refuse(db, d);
-    int r = iqdb__wal_sync(d->wal);
-    if (r != 0) {
-        iqdb__retag_error(d->wal, db);
-        return d->failed = r;
-    }
+    /* Nothing written since the snapshot: nothing to fold. */
+    if (d->applied == d->snap_seq && iqdb__wal_next_seq(d->wal) == d->applied + 1 &&
+        iqdb__wal_size(d->wal) <= d->empty_wal_size)
+        return 0;
+    /* No WAL sync first: the snapshot is synced itself, and frames it
+     * holds are skipped on replay whatever the log keeps. */
+    int r;
     pthread_rwlock_rdlock(&db->lock);
     r = iqdb__snapshot_write(db, d->dir, d->codec, d->level, d->applied);
     pthread_rwlock_unlock(&db->lock);
@@ -517,10 +525,13 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
         return d->failed = r;
     /* The snapshot holds everything up to d->applied; a crash before the
      * reset replays nothing twice (frames <= last_seq are skipped). */
+    d->snap_seq = d->applied;
     r = iqdb__wal_reset(d->wal);
     if (r != 0) {
         iqdb__retag_error(d->wal, db);
         d->failed = r;
+    } else {
+        d->empty_wal_size = iqdb__wal_size(d->wal);
     }
     return r;
 }

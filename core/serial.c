@@ -100,11 +100,19 @@ void iqdb__buf_u64(iqdb_buf *b, uint64_t v)
 
 void iqdb__buf_f32s(iqdb_buf *b, const float *v, size_t n)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* The file order is the memory order: one copy per vector. */
+    if (n <= SIZE_MAX / 4)
+        iqdb__buf_put(b, v, n * 4);
+    else
+        b->oom = 1;
+#else
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &v[i], 4);
         iqdb__buf_u32(b, u);
     }
+#endif
 }
 
 /* ---- reader ------------------------------------------------------------ */

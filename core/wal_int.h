@@ -118,11 +118,14 @@ typedef struct iqdb_wal_replay_info {
     uint64_t frames;          /* good frames delivered */
     uint64_t first_seq;       /* sequence number of this WAL's first frame */
     uint64_t next_seq;        /* the sequence number the next append gets */
-    uint64_t file_size;       /* bytes before any truncation */
+    uint64_t file_size;       /* bytes of log before any truncation: the
+                                 file size less the zero-filled tail the
+                                 file is preallocated with, if any */
     uint64_t valid_end;       /* offset just past the last good frame */
-    uint64_t truncated_bytes; /* file_size - valid_end: the tail cut off
-                                 (left in place when read-only or when
-                                 IQDB_ECORRUPT is returned) */
+    uint64_t truncated_bytes; /* file_size - valid_end: the damaged tail
+                                 cut off (left in place when read-only or
+                                 when IQDB_ECORRUPT is returned); 0 when
+                                 only zeros follow the last good frame */
     const char *damage;       /* why the frame at valid_end was rejected
                                  (a static string), NULL for a clean end */
     uint64_t later_frames;    /* intact frames found after the damage (and
@@ -131,13 +134,25 @@ typedef struct iqdb_wal_replay_info {
                                  had been made durable */
 } iqdb_wal_replay_info;
 
+/* Preallocation (off after open): when on, appends extend the file with
+ * zeros ahead of the frames, so the syncs of frames written into that
+ * space commit no size change, and replay takes zeros after the last good
+ * frame as the clean end of the log, keeping them (core/wal.c,
+ * PREALLOCATION). Off, the file ends where the log does and a zero tail
+ * is damage, as it always was. Set it before the replay; not thread-safe
+ * with other calls on the handle. */
+void iqdb__wal_set_prealloc(iqdb_wal *w, int on);
+
 /* Read every frame from the start, calling fn (may be NULL) for each good
  * one, and leave the handle ready to append after the last good frame.
  *
  * A frame is good when it is complete, its marker, header checksum,
  * length bound, sequence number (previous + 1) and payload checksum all
- * check. Replay stops at the first frame that is not good and decides
- * what the bytes from there to the end of the file are:
+ * check. Replay stops at the first frame that is not good. With
+ * preallocation on (iqdb__wal_set_prealloc), when only zero bytes follow,
+ * that is the clean end of the log (the file is preallocated with zeros,
+ * see core/wal.c) and they stay in place. Otherwise replay decides what
+ * the bytes from there to the end of the file are:
  *
  *  - No intact frame follows (the common case: a write torn by a crash):
  *    the tail is truncated (and the truncation synced), everything
@@ -206,8 +221,9 @@ int iqdb__wal_sync(iqdb_wal *w);
  * an error code (the handle then refuses appends). */
 int iqdb__wal_reset(iqdb_wal *w);
 
-/* Bytes in the WAL file, header included (the end of the last complete
- * frame); 0 for NULL. What the db layer compares with its compaction
+/* Bytes of log in the WAL file, header included (the end of the last
+ * complete frame; the file itself may be longer, preallocated); 0 for
+ * NULL. What the db layer compares with its compaction
  * threshold. */
 uint64_t iqdb__wal_size(iqdb_wal *w);
 

@@ -94,6 +94,17 @@ static off_t file_size(const char *path)
     return st.st_size;
 }
 
+/* Close w and cut its file back to the log, without the zero-filled
+ * preallocation: the layout of a WAL written before preallocation, which
+ * must replay the same, and a file whose end is the end of the log for
+ * tests that add bytes there. */
+static void close_trimmed(iqdb_wal *w, const char *path)
+{
+    uint64_t n = iqdb__wal_size(w);
+    iqdb__wal_close(w);
+    ck_assert_int_eq(truncate(path, (off_t)n), 0);
+}
+
 static uint64_t mix(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ull;
@@ -163,6 +174,21 @@ static void got_free(struct got *g)
     free(g->id);
     memset(g, 0, sizeof *g);
 }
+
+/* The suite runs twice: every test with the file ending at the log, then
+ * with zero preallocation (iqdb_wal_options.prealloc), where the rules
+ * must come out the same. */
+static int g_prealloc;
+
+static int open_as_configured(const char *dir, const iqdb_wal_options *o,
+                              iqdb_wal **w)
+{
+    int r = iqdb__wal_open(dir, o, w);
+    if (r == 0 && w != NULL)
+        iqdb__wal_set_prealloc(*w, g_prealloc);
+    return r;
+}
+#define iqdb__wal_open open_as_configured
 
 static iqdb_wal_options opts(int sync, int create)
 {
@@ -426,10 +452,10 @@ START_TEST(test_wal_replay_rules)
     ck_assert_int_eq(iqdb__wal_replay(w, 0, NULL, NULL, NULL), 0);
     ck_assert_int_eq(append_id(w, 2, NULL), 0);
     ck_assert_int_eq(iqdb__wal_wait(w, 99), IQDB_EINVAL);
-    iqdb__wal_close(w);
+    char *p = wal_path(d);
+    close_trimmed(w, p);
 
     /* Read-only: replays, never changes the file, refuses writes. */
-    char *p = wal_path(d);
     off_t before = file_size(p);
     int fd = open(p, O_WRONLY | O_APPEND);
     ck_assert_int_eq(write(fd, "torn", 4), 4);
@@ -462,6 +488,7 @@ START_TEST(test_wal_reset)
     iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
     for (uint64_t i = 0; i < 10; i++)
         ck_assert_int_eq(append_id(w, i, NULL), 0);
+    uint64_t oldlog = iqdb__wal_size(w);
     size_t oldn;
     unsigned char *old = file_get(p, &oldn);
     ck_assert_int_eq(iqdb__wal_reset(w), 0);
@@ -494,7 +521,8 @@ START_TEST(test_wal_reset)
     file_put(p, mixd, oldn);
     ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), 0);
     ck_assert_uint_eq(g.n, 0);
-    ck_assert_uint_eq(info.truncated_bytes, oldn - HDR);
+    /* The old file's zero preallocation is not damage. */
+    ck_assert_uint_eq(info.truncated_bytes, oldlog - HDR);
     ck_assert_uint_eq(info.later_frames, 0);
     ck_assert_int_eq(file_size(p), HDR);
     got_free(&g);
@@ -530,6 +558,209 @@ START_TEST(test_wal_reset)
 }
 END_TEST
 
+/* ---- preallocation ------------------------------------------------------ */
+
+/* Frames are written into a zero-filled preallocation; replay ends
+ * cleanly at the zeros, keeps them, and appends go on in place. */
+START_TEST(test_wal_prealloc_clean_end)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *p = wal_path(d);
+    iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    for (uint64_t i = 0; i < 5; i++)
+        ck_assert_int_eq(append_id(w, i, NULL), 0);
+    uint64_t logical = iqdb__wal_size(w);
+    off_t phys = file_size(p);
+    ck_assert_int_ge(phys, (off_t)(4u << 20));
+    iqdb__wal_close(w);
+
+    struct got g = {0};
+    iqdb_wal_replay_info info;
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, &w), 0);
+    ck_assert_uint_eq(g.n, 5);
+    ck_assert_ptr_null(info.damage);
+    ck_assert_uint_eq(info.truncated_bytes, 0);
+    ck_assert_uint_eq(info.later_frames, 0);
+    ck_assert_uint_eq(info.valid_end, logical);
+    ck_assert_uint_eq(info.file_size, logical);
+    ck_assert_uint_eq(iqdb__wal_size(w), logical);
+    ck_assert_int_eq(file_size(p), phys); /* the zeros stay */
+
+    /* In place: one write and one sync per frame, no growth. */
+    iqdb__io_reset();
+    for (uint64_t i = 5; i < 10; i++)
+        ck_assert_int_eq(append_id(w, i, NULL), 0);
+    ck_assert_int_eq(iqdb__io_count(IQDB_IO_OP_WRITE), 5);
+    ck_assert_int_eq(iqdb__io_count(IQDB_IO_OP_FSYNC), 5);
+    ck_assert_int_eq(file_size(p), phys);
+    ck_assert_uint_gt(iqdb__wal_size(w), logical);
+    logical = iqdb__wal_size(w);
+    iqdb__wal_close(w);
+    got_free(&g);
+
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), 0);
+    ck_assert_uint_eq(g.n, 10);
+    for (size_t i = 0; i < 10; i++) {
+        ck_assert_uint_eq(g.id[i], i);
+        ck_assert_uint_eq(g.seq[i], i + 1);
+    }
+    ck_assert_ptr_null(info.damage);
+    ck_assert_uint_eq(info.valid_end, logical);
+    got_free(&g);
+
+    /* A big frame passing the zeros goes at the end without any; the
+     * next small one extends again. */
+    w = NULL;
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, &w), 0);
+    size_t big = (5u << 20) + 3;
+    unsigned char *b = calloc(big, 1);
+    ck_assert_ptr_nonnull(b);
+    memset(b, 0xa5, big);
+    ck_assert_int_eq(iqdb__wal_append(w, b, big, NULL), 0);
+    ck_assert_int_ge(file_size(p), (off_t)(logical + FHDR + big));
+    ck_assert_int_eq(append_id(w, 11, NULL), 0);
+    ck_assert_int_ge(file_size(p), (off_t)(iqdb__wal_size(w) + (4u << 20)));
+    logical = iqdb__wal_size(w);
+    iqdb__wal_close(w);
+    got_free(&g);
+    free(b);
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), 0);
+    ck_assert_uint_eq(g.n, 12);
+    ck_assert_uint_eq(g.id[11], 11);
+    ck_assert_ptr_null(info.damage);
+    ck_assert_uint_eq(info.valid_end, logical);
+    got_free(&g);
+    free(p);
+    rmtmp(d);
+}
+END_TEST
+
+/* A torn last frame inside the preallocation: the torn bytes are damage
+ * (truncated, and only they are counted), the zeros after them are not. */
+START_TEST(test_wal_prealloc_torn_then_zeros)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *p = wal_path(d);
+    iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    for (uint64_t i = 0; i < 7; i++)
+        ck_assert_int_eq(append_id(w, i, NULL), 0);
+    uint64_t last = iqdb__wal_size(w);
+    ck_assert_int_eq(append_id(w, 7 | BIG_ID, NULL), 0);
+    uint64_t end = iqdb__wal_size(w);
+    iqdb__wal_close(w);
+
+    /* Only the first half of the last frame reached the disk. */
+    uint64_t keep = ((end - last) / 2) & ~(uint64_t)7;
+    size_t zn = (size_t)(end - last - keep);
+    unsigned char *z = calloc(zn, 1);
+    int fd = open(p, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, z, zn, (off_t)(last + keep)), (ssize_t)zn);
+    close(fd);
+    free(z);
+
+    struct got g = {0};
+    iqdb_wal_replay_info info;
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, &w), 0);
+    ck_assert_uint_eq(g.n, 7);
+    ck_assert_ptr_nonnull(info.damage);
+    ck_assert_uint_eq(info.valid_end, last);
+    ck_assert_uint_gt(info.truncated_bytes, 0);
+    ck_assert_uint_le(info.truncated_bytes, keep);
+    ck_assert_uint_eq(info.file_size, last + info.truncated_bytes);
+    ck_assert_uint_eq(info.later_frames, 0);
+    ck_assert_int_eq(file_size(p), (off_t)last);
+
+    /* Appending re-extends, and the next replay ends cleanly. */
+    ck_assert_int_eq(append_id(w, 70, NULL), 0);
+    ck_assert_int_gt(file_size(p), (off_t)iqdb__wal_size(w));
+    iqdb__wal_close(w);
+    got_free(&g);
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), 0);
+    ck_assert_uint_eq(g.n, 8);
+    ck_assert_uint_eq(g.id[7], 70);
+    ck_assert_ptr_null(info.damage);
+    got_free(&g);
+    free(p);
+    rmtmp(d);
+}
+END_TEST
+
+/* Zeros in the middle of the log are damage, not an end: durable frames
+ * after them still prove acknowledged data was lost. */
+START_TEST(test_wal_prealloc_zero_gap)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *p = wal_path(d);
+    iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    uint64_t off[11];
+    for (uint64_t i = 0; i < 10; i++) {
+        off[i] = iqdb__wal_size(w);
+        ck_assert_int_eq(append_id(w, i, NULL), 0);
+    }
+    off[10] = iqdb__wal_size(w);
+    iqdb__wal_close(w);
+    size_t zn = (size_t)(off[6] - off[5]);
+    unsigned char *z = calloc(zn, 1);
+    int fd = open(p, O_WRONLY);
+    ck_assert_int_eq(pwrite(fd, z, zn, (off_t)off[5]), (ssize_t)zn);
+    close(fd);
+    free(z);
+    struct got g = {0};
+    iqdb_wal_replay_info info;
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), IQDB_ECORRUPT);
+    ck_assert_uint_eq(info.valid_end, off[5]);
+    ck_assert_uint_eq(info.later_frames, 4);
+    ck_assert_uint_gt(info.later_durable, 0);
+    ck_assert_uint_eq(info.truncated_bytes, off[10] - off[5]);
+    got_free(&g);
+    ck_assert_int_eq(reopen_replay(d, IQDB_WAL_REPLAY_SALVAGE, &g, &info,
+                                   NULL), 0);
+    ck_assert_uint_eq(g.n, 5);
+    ck_assert_int_eq(file_size(p), (off_t)off[5]);
+    got_free(&g);
+    free(p);
+    rmtmp(d);
+}
+END_TEST
+
+/* After a reset the new file is extended once by its first frame; later
+ * frames go in place, and replay finds exactly the new frames. */
+START_TEST(test_wal_prealloc_after_reset)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *p = wal_path(d);
+    iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    for (uint64_t i = 0; i < 10; i++)
+        ck_assert_int_eq(append_id(w, i, NULL), 0);
+    ck_assert_int_eq(iqdb__wal_reset(w), 0);
+    ck_assert_uint_eq(iqdb__wal_size(w), HDR);
+    ck_assert_int_eq(append_id(w, 100, NULL), 0);
+    off_t phys = file_size(p);
+    ck_assert_int_ge(phys, (off_t)(4u << 20));
+    iqdb__io_reset();
+    for (uint64_t i = 101; i < 120; i++)
+        ck_assert_int_eq(append_id(w, i, NULL), 0);
+    ck_assert_int_eq(iqdb__io_count(IQDB_IO_OP_FSYNC), 19);
+    ck_assert_int_eq(file_size(p), phys);
+    uint64_t logical = iqdb__wal_size(w);
+    iqdb__wal_close(w);
+    struct got g = {0};
+    iqdb_wal_replay_info info;
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), 0);
+    ck_assert_uint_eq(g.n, 20);
+    ck_assert_uint_eq(info.first_seq, 11);
+    ck_assert_uint_eq(g.id[0], 100);
+    ck_assert_uint_eq(g.id[19], 119);
+    ck_assert_ptr_null(info.damage);
+    ck_assert_uint_eq(info.valid_end, logical);
+    ck_assert_int_eq(file_size(p), phys);
+    got_free(&g);
+    free(p);
+    rmtmp(d);
+}
+END_TEST
+
 /* ---- torn tails --------------------------------------------------------- */
 
 enum { TORN_N = 64 };
@@ -559,7 +790,7 @@ static void torn_build(struct torn *t, int sync_each)
         t->off[i + 1] = t->off[i] + frame_size(i);
     }
     ck_assert_int_eq(iqdb__wal_wait(w, seq), 0);
-    iqdb__wal_close(w);
+    close_trimmed(w, t->path);
     t->pristine = file_get(t->path, &t->size);
     ck_assert_uint_eq(t->size, t->off[TORN_N]);
 }
@@ -572,7 +803,9 @@ static void torn_free(struct torn *t)
 }
 
 /* Replay a damaged copy (img, n bytes) and check that exactly the frames
- * before frame k survive, the file is cut there, and it accepts appends. */
+ * before frame k survive, the file is cut there, and it accepts appends.
+ * With preallocation, zeros from frame k (to 8-byte alignment) to the
+ * end are the clean end of the log instead: not damage, not cut. */
 static void torn_expect(struct torn *t, const unsigned char *img, size_t n,
                         size_t k, long later, int append_after)
 {
@@ -587,13 +820,26 @@ static void torn_expect(struct torn *t, const unsigned char *img, size_t n,
     for (size_t i = 0; i < k; i++)
         ck_assert_uint_eq(g.id[i], i);
     ck_assert_uint_eq(info.valid_end, t->off[k]);
-    ck_assert_uint_eq(info.truncated_bytes, n - t->off[k]);
-    if (n > t->off[k])
+    size_t data_end = g_prealloc ? t->off[k] : n;
+    for (size_t i = n; g_prealloc && i > t->off[k]; i--) {
+        if (img[i - 1] != 0) {
+            data_end = (i + 7) & ~(size_t)7;
+            break;
+        }
+    }
+    if (data_end > n)
+        data_end = n;
+    ck_assert_uint_eq(info.truncated_bytes, data_end - t->off[k]);
+    if (data_end > t->off[k]) {
         ck_assert_ptr_nonnull(info.damage);
+        ck_assert_int_eq(file_size(t->path), (off_t)t->off[k]);
+    } else {
+        ck_assert_ptr_null(info.damage);
+        ck_assert_int_eq(file_size(t->path), (off_t)n);
+    }
     if (later >= 0)
         ck_assert_uint_eq(info.later_frames, (uint64_t)later);
     ck_assert_uint_eq(info.later_durable, 0);
-    ck_assert_int_eq(file_size(t->path), (off_t)t->off[k]);
     if (append_after) {
         ck_assert_int_eq(append_id(w, 5000, NULL), 0);
         iqdb__wal_close(w);
@@ -767,7 +1013,7 @@ START_TEST(test_wal_hostile_lengths)
     char *d = mktmp(), *p = wal_path(d);
     iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
     ck_assert_int_eq(append_id(w, 1, NULL), 0);
-    iqdb__wal_close(w);
+    close_trimmed(w, p);
     size_t n;
     unsigned char *img = file_get(p, &n);
     uint64_t salt = 0;
@@ -1100,6 +1346,8 @@ START_TEST(test_wal_write_then_wait)
     iqdb__io_reset();
     char *d = mktmp();
     iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    /* Past the first frame, which may extend the file. */
+    ck_assert_int_eq(append_id(w, 0, NULL), 0);
     iqdb__io_reset();
     uint64_t s1, s2, s3;
     ck_assert_int_eq(write_id(w, 1, &s1), 0);
@@ -1384,9 +1632,9 @@ START_TEST(test_wal_powerloss_create_and_reset)
 }
 END_TEST
 
-static Suite *wal_suite(void)
+static Suite *wal_suite(int prealloc)
 {
-    Suite *s = suite_create("wal");
+    Suite *s = suite_create(prealloc ? "wal (preallocated)" : "wal");
     struct {
         const char *name;
         const TTest *test;
@@ -1414,8 +1662,15 @@ static Suite *wal_suite(void)
         {"never", test_wal_never},
         {"powerloss_always", test_wal_powerloss_always},
         {"powerloss_create_reset", test_wal_powerloss_create_and_reset},
+        /* from here: preallocation only */
+        {"prealloc_clean_end", test_wal_prealloc_clean_end},
+        {"prealloc_torn_then_zeros", test_wal_prealloc_torn_then_zeros},
+        {"prealloc_zero_gap", test_wal_prealloc_zero_gap},
+        {"prealloc_after_reset", test_wal_prealloc_after_reset},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (!prealloc && strncmp(cases[i].name, "prealloc_", 9) == 0)
+            continue;
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, cases[i].test);
@@ -1426,5 +1681,9 @@ static Suite *wal_suite(void)
 
 int main(void)
 {
-    return tu_run(wal_suite());
+    g_prealloc = 0;
+    int r = tu_run(wal_suite(0));
+    g_prealloc = 1;
+    int r2 = tu_run(wal_suite(1));
+    return r != EXIT_SUCCESS ? r : r2;
 }

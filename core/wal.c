@@ -51,7 +51,8 @@
  * of syncing a rewrite in place). So the handle keeps the end of
  * the last frame (the logical end: iqdb__wal_size) apart from the
  * physical size. When a frame would pass the physical size, zero bytes
- * are written after where it will end, max(PREALLOC, the frame's size),
+ * are written after where it will end, max(chunk, the frame's size),
+ * where chunk is what the log already holds, between 64 KiB and PREALLOC,
  * to a 4 KiB boundary, and then the frame itself. The next sync (the
  * frame's own under ALWAYS) carries the size change once; the frames
  * written into the zeros after it then sync without a metadata commit.
@@ -132,6 +133,7 @@
 #define READ_CHUNK ((size_t)1 << 20)
 #define PREALLOC ((uint64_t)4 << 20) /* least zero extension of the file */
 #define PREALLOC_ALIGN 4096u
+#define PREALLOC_MIN ((uint64_t)64 << 10) /* first extension of a log */
 #define BIG_FRAME ((uint64_t)1 << 20) /* appended past the end as is */
 
 struct iqdb_wal {
@@ -984,7 +986,13 @@ static int frame_build(iqdb_wal *w, const void *payload, size_t len,
 static int extend(iqdb_wal *w, uint64_t size)
 {
     uint64_t need = w->end + size;
-    uint64_t to = need + (size > PREALLOC ? size : PREALLOC);
+    /* Grow with the log: a young log extends by what it already holds
+     * (at least PREALLOC_MIN), so a process that writes a few frames and
+     * exits pays a small first extension; an old one by PREALLOC. */
+    uint64_t chunk = w->end < PREALLOC_MIN ? PREALLOC_MIN
+                     : w->end < PREALLOC   ? w->end
+                                           : PREALLOC;
+    uint64_t to = need + (size > chunk ? size : chunk);
     to = (to + PREALLOC_ALIGN - 1) & ~(uint64_t)(PREALLOC_ALIGN - 1);
     uint64_t from = need > w->alloc ? need : w->alloc;
     uint64_t grow = to - from;

@@ -50,6 +50,7 @@ typedef struct iqdb_durable {
     int failed;       /* non-zero: refuse writes, with this code */
     uint64_t snap_seq; /* last frame the snapshot on disk holds */
     uint64_t empty_wal_size; /* size of an empty log (its header) */
+    int snap_current; /* the snapshot on disk uses this handle's codec */
     iqdb_recovery recovery;
 } iqdb_durable;
 
@@ -170,7 +171,7 @@ static int stored_config(const iqdb_snapshot *sn, const iqdb_config *cfg,
 }
 
 static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
-                         uint64_t *last_seq)
+                         uint64_t *last_seq, uint32_t *codec_id)
 {
     iqdb_snapshot sn;
     int r = iqdb__snapshot_open(snap, &sn);
@@ -216,6 +217,7 @@ static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
     if (r == 0) {
         *out = db;
         *last_seq = sn.last_seq;
+        *codec_id = sn.codec_id;
     }
 out:
     iqdb__snapshot_close(&sn);
@@ -293,9 +295,10 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     if (r != 0)
         return r;
     /* Appends overwrite pre-written zeros, so an fdatasync carries no file
-     * size change (measured: median 187 -> 142 us per synced append). */
-    if (!cfg->readonly)
-        iqdb__wal_set_prealloc(d->wal, 1);
+     * size change (measured: median 187 -> 142 us per synced append). A
+     * read-only opener sets it too: it decides how replay reads a zero
+     * tail (a clean end, not damage). */
+    iqdb__wal_set_prealloc(d->wal, 1);
     replay_ctx c = {db, last_seq, 0, 0};
     iqdb_wal_replay_info info;
     unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
@@ -369,12 +372,16 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     /* Look again under the lock: another opener may have created it. */
     if (is_new && exists(snap))
         is_new = 0;
+    uint32_t snap_codec = codec ? codec->id : 0;
     r = is_new ? create_new(path, cfg, codec, &db)
-               : load_existing(snap, cfg, &db, &last_seq);
+               : load_existing(snap, cfg, &db, &last_seq, &snap_codec);
     if (r != 0)
         goto fail;
     if ((r = open_wal(db, d, cfg, last_seq)) != 0)
         goto fail;
+    /* Same codec (a level change is not detected: flush after reopening
+     * with only a new level keeps the old level's snapshot). */
+    d->snap_current = snap_codec == (codec ? codec->id : 0);
     db->dur = d;
     *out = db;
     return 0;
@@ -515,8 +522,10 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
 {
     if (d->readonly || d->failed)
         return refuse(db, d);
-    /* Nothing written since the snapshot: nothing to fold. */
-    if (d->applied == d->snap_seq && iqdb__wal_next_seq(d->wal) == d->applied + 1 &&
+    /* Nothing written since the snapshot, which is already in this
+     * handle's compression: nothing to do. */
+    if (d->snap_current && d->applied == d->snap_seq &&
+        iqdb__wal_next_seq(d->wal) == d->applied + 1 &&
         iqdb__wal_size(d->wal) <= d->empty_wal_size)
         return 0;
     /* No WAL sync first: the snapshot is synced itself, and frames it
@@ -530,6 +539,7 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
     /* The snapshot holds everything up to d->applied; a crash before the
      * reset replays nothing twice (frames <= last_seq are skipped). */
     d->snap_seq = d->applied;
+    d->snap_current = 1;
     r = iqdb__wal_reset(d->wal);
     if (r != 0) {
         iqdb__retag_error(d->wal, db);

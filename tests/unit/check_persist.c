@@ -122,6 +122,8 @@ static int check(iqdb *db, uint64_t i)
     return present;
 }
 
+static unsigned char *slurp(const char *p, size_t *n);
+
 /* ---- round trips ----------------------------------------------------------- */
 
 static void round_trip(const char *codec)
@@ -286,6 +288,52 @@ START_TEST(test_persist_index_section)
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                       "step %d exited %d", step, WEXITSTATUS(st));
     }
+}
+END_TEST
+
+/* Reopening with another codec and flushing rewrites the snapshot in it,
+ * though nothing changed; a read-only open reads a preallocated log tail
+ * as a clean end. */
+START_TEST(test_persist_recompress_and_readonly_tail)
+{
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+    for (uint64_t i = 0; i < 50; i++)
+        put(db, i);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *h = slurp(snap, &n);
+    ck_assert_uint_eq(h[48], 0); /* codec id: raw */
+    free(h);
+    ck_assert_int_eq(open_db(path("db"), "zstd", &db), 0);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    iqdb_close(db);
+    h = slurp(snap, &n);
+    ck_assert_uint_eq(h[48], IQDB_CODEC_ID_ZSTD);
+    free(h);
+    /* A writer dies leaving frames and preallocated zeros. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        iqdb *w;
+        if (open_db(path("db"), "zstd", &w) != 0)
+            _exit(2);
+        _exit(put(w, 500) == 0 ? 0 : 3);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    iqdb_config *c = conf(NULL, 0);
+    iqdb_config_set_readonly(c, 1);
+    ck_assert_int_eq(iqdb_open(path("db"), c, &db), 0);
+    iqdb_recovery rec;
+    iqdb_recovery_report(db, &rec);
+    ck_assert_uint_eq(rec.frames_replayed, 1);
+    ck_assert_uint_eq(rec.bytes_truncated, 0);
+    ck_assert_int_eq(check(db, 500), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
 }
 END_TEST
 
@@ -964,6 +1012,7 @@ static Suite *persist_suite(void)
         {"replay_without_close", test_persist_replay_without_close},
         {"index_saved_state", test_persist_index_saved_state},
         {"index_section", test_persist_index_section},
+        {"recompress_and_readonly_tail", test_persist_recompress_and_readonly_tail},
         {"config_mismatch", test_persist_config_mismatch},
         {"foreign_directory_untouched", test_persist_foreign_directory_untouched},
         {"second_writer_refused", test_persist_second_writer_refused},

@@ -15,7 +15,10 @@
  *                    also a per-query parameter
  *   seed             level generator seed (default 42)
  *   filter_widen     most a filtered query multiplies ef by, >= 1
- *                    (default 4); also a per-query parameter
+ *                    (default 4): ef grows by one per decade of
+ *                    selectivity (x2 at 10%, x3 at 1%), up to this; a
+ *                    predicate-only filter gets all of it. Also a
+ *                    per-query parameter
  *   encoding         what traversal scores: "float" (the default: the
  *                    core's vectors, no copy) or "bf16" (a bfloat16 copy
  *                    of each vector, 2 bytes a dimension: half the memory

@@ -25,12 +25,13 @@
  *
  * A DELETED node is a tombstone: excluded from results and traversal at
  * once, its neighbours repaired, but other nodes may still hold a link to
- * it, which traversal skips. A sweep (hnsw__sweep, also run by train,
- * i.e. "optimize") rewrites every list that points to a tombstone and
- * turns tombstones into ABSENT nodes. Until then a tombstone keeps its
- * level, and a re-added slot reuses it: so every link at layer l, stale or
- * not, points to a node whose level is >= l, which is the invariant the
- * traversal relies on (load() checks it).
+ * it, which traversal skips. A sweep (hnsw_build.c: once tombstones reach
+ * a tenth of the live nodes, and in train, i.e. "optimize") rewrites
+ * every list that points to a tombstone and turns tombstones into ABSENT
+ * nodes. Until then a tombstone keeps its level, and a re-added slot
+ * reuses it: so every link at layer l, stale or not, points to a node
+ * whose level is >= l, which is the invariant the traversal relies on
+ * (load() checks it).
  *
  * Threads: search runs on many threads and only reads the graph; per-query
  * state lives in scratch taken from a small pool guarded by atomics. add()

@@ -527,8 +527,8 @@ void hnsw__seed(hnsw_ctx *c, uint32_t n, float d, int allowed)
 /* The list of n at layer. While a parallel build runs, a copy taken under
  * n's lock (the list may be rewritten by another thread); otherwise the
  * list itself. */
-static const uint32_t *get_links(const hnsw_ctx *c, uint32_t n, int layer,
-                                 uint32_t *cnt)
+static inline const uint32_t *get_links(const hnsw_ctx *c, uint32_t n,
+                                        int layer, uint32_t *cnt)
 {
     const uint32_t *l = hnsw__links(c->h, n, layer);
     if (c->locks == NULL) {
@@ -568,6 +568,8 @@ void hnsw__search_layer(hnsw_ctx *c, int layer, size_t ef,
     const uint8_t *state = h->state;
     uint16_t *visited = sc->visited;
     const uint16_t gen = sc->gen;
+    /* Without tombstones every linked node is live: skip the lookup. */
+    const int dead = h->ntomb > 0;
     while (sc->ncand > 0) {
         hnsw_cand cur = sc->cand[0];
         /* The nearest unexpanded node is farther than the ef-th result:
@@ -583,7 +585,7 @@ void hnsw__search_layer(hnsw_ctx *c, int layer, size_t ef,
             if (visited[id] == gen)
                 continue;
             visited[id] = gen;
-            if (state[id] != HNSW_LIVE)
+            if (dead && state[id] != HNSW_LIVE)
                 continue;
             sc->ids[nb++] = id;
         }
@@ -692,6 +694,51 @@ static void scan_unvisited(hnsw_ctx *c, const iqdb_filter_arg *f,
     }
 }
 
+/* Score the batch sc->ids/vecs[0..nb) exactly into the top-k. */
+static void offer_batch(hnsw_ctx *c, iqdb_topk *tk, size_t nb)
+{
+    const hnsw *h = c->h;
+    hnsw_scratch *sc = c->sc;
+    const iqdb_store_view *sv = h->store;
+    h->kern->dist_gather(h->metric, c->q, sc->vecs, nb, h->dim, sc->dists);
+    for (size_t j = 0; j < nb; j++)
+        if (sc->dists[j] <= iqdb_topk_bound(tk))
+            iqdb_topk_offer(tk, sc->dists[j], sc->ids[j],
+                            sv->order(sv->ctx, sc->ids[j]));
+}
+
+/* Exact answer over the allowed slots of the bitmap (and predicate). */
+static size_t scan_allowed(hnsw_ctx *c, iqdb_search_args *a, uint64_t target)
+{
+    const hnsw *h = c->h;
+    hnsw_scratch *sc = c->sc;
+    const iqdb_filter_arg *f = a->filter;
+    iqdb_topk tk;
+    iqdb_topk_init(&tk, sc->topk, a->k);
+    uint64_t lim = f->nbits < h->limit ? f->nbits : h->limit;
+    size_t nb = 0;
+    for (uint64_t wd = 0; wd < (lim + 63) / 64; wd++) {
+        for (uint64_t bits = f->allowed[wd]; bits != 0; bits &= bits - 1) {
+            uint64_t n = wd * 64 + (uint64_t)__builtin_ctzll(bits);
+            if (n >= lim || h->state[n] != HNSW_LIVE ||
+                (f->pred != NULL && !f->pred(f->pctx, n)))
+                continue;
+            sc->ids[nb] = (uint32_t)n;
+            sc->vecs[nb++] = hnsw__vec(c, (uint32_t)n);
+            if (nb == sc->deg) {
+                offer_batch(c, &tk, nb);
+                nb = 0;
+            }
+        }
+    }
+    if (nb > 0)
+        offer_batch(c, &tk, nb);
+    size_t n = iqdb_topk_drain(&tk, a->out);
+    if (n < target)
+        a->out_flags |= IQDB_RESULT_INCOMPLETE;
+    return n;
+}
+
 /* Replace the traversal's distances of the result heap by exact ones
  * from the core's vectors (the heap order no longer matters: it is only
  * read as an array from here on). */
@@ -725,20 +772,31 @@ int hnsw__search(hnsw *h, iqdb_search_args *a)
     if (f != NULL && f->allowed == NULL && f->pred == NULL)
         f = NULL;
     uint64_t target = a->k < h->nlive ? a->k : h->nlive;
+    int scan = 0;
     if (f != NULL) {
+        /* The result heap takes only matching nodes, so the search runs
+         * until it holds ef of them: about ef / selectivity nodes, which
+         * is widening enough (filtered recall measured above unfiltered
+         * recall at the same ef). filter_widen adds a margin per decade
+         * of selectivity: ef times 1 + floor(log10(1 / selectivity)),
+         * at most filter_widen. A predicate alone has unknown
+         * selectivity: the full filter_widen. */
         uint64_t w = widen;
         if (f->allowed != NULL) {
             if (f->allowed_count < target)
                 target = f->allowed_count;
-            /* Widen by the inverse selectivity, at most filter_widen. */
-            if (f->allowed_count > 0) {
-                uint64_t inv =
-                    (h->nlive + f->allowed_count - 1) / f->allowed_count;
-                if (inv < w)
-                    w = inv;
-            }
+            uint64_t dec = 1;
+            for (uint64_t x = f->allowed_count * 10; x <= h->nlive && dec < w;
+                 x *= 10)
+                dec++;
+            w = dec;
         }
         ef *= (size_t)w;
+        /* So few matches that scoring them all costs less than the
+         * ef / selectivity nodes a traversal would visit: scan them. */
+        scan = f->allowed != NULL &&
+               (double)f->allowed_count * (double)f->allowed_count <=
+                   (double)ef * (double)h->nlive;
     }
     /* No point holding more results than there are nodes (and an
      * absurd ef must not turn into an absurd allocation). */
@@ -755,9 +813,15 @@ int hnsw__search(hnsw *h, iqdb_search_args *a)
         return h->host->set_error(h->hctx, IQDB_ENOMEM,
                                   "hnsw: out of memory for search scratch");
     }
+    sc->oom = 0;
     hnsw_ctx c;
     hnsw__ctx_init(&c, h, sc);
     hnsw__set_query(&c, a->query);
+    if (scan) {
+        a->out_count = scan_allowed(&c, a, target);
+        hnsw__scratch_put(h, sc);
+        return 0;
+    }
 
     /* Algorithm 5: greedy descent to layer 1, then a wide search at 0. */
     uint32_t cur = h->entry;
@@ -780,11 +844,21 @@ int hnsw__search(hnsw *h, iqdb_search_args *a)
         if (e->d <= iqdb_topk_bound(&tk))
             iqdb_topk_offer(&tk, e->d, e->id, sv->order(sv->ctx, e->id));
     }
-    if (tk.n < target)
+    if (tk.n < target) {
         scan_unvisited(&c, f, &tk);
+        /* Every live node has now been looked at: with a predicate alone
+         * (match count unknown to the index) what was found is all
+         * there is. */
+        if (f != NULL && f->allowed == NULL)
+            target = tk.n;
+    }
     a->out_count = iqdb_topk_drain(&tk, a->out);
     if (a->out_count < target)
         a->out_flags |= IQDB_RESULT_INCOMPLETE;
+    if (sc->oom)
+        h->host->log(IQDB_LOG_WARN, HNSW_NAME,
+                     "out of memory growing the candidate heap: a search "
+                     "explored less than it could");
     hnsw__scratch_put(h, sc);
     return 0;
 }

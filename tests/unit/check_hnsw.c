@@ -231,17 +231,23 @@ static uint64_t slot_of(iqdb *db, uint64_t id)
     return slot;
 }
 
+/* ef_search for plug_search (NULL: the index's default). */
+static const char *plug_ef;
+
 static int plug_search(iqdb *db, void *index, const float *q, size_t k,
                        const iqdb_filter_arg *f, iqdb_neighbor *out,
                        size_t *count, uint32_t *flags)
 {
     iqdb_search_args a;
+    iqdb_kv kv = {"ef_search", plug_ef};
     memset(&a, 0, sizeof a);
     a.struct_size = sizeof a;
     a.query = q;
     a.k = k;
     a.filter = f;
     a.out = out;
+    a.params = plug_ef ? &kv : NULL;
+    a.nparams = plug_ef ? 1 : 0;
     int r = db->ops->search(index, &a);
     *count = a.out_count;
     if (flags != NULL)
@@ -748,8 +754,21 @@ END_TEST
 /* Filtered recall through the plugin with an allowed-slot bitmap of the
  * given selectivity; also checks that every hit is allowed and that
  * min(k, allowed) hits come back. */
+typedef struct okset {
+    const unsigned char *ok;
+    const uint64_t *slot2id;
+} okset;
+
+static int pred_ok(void *ctx, uint64_t slot)
+{
+    const okset *o = ctx;
+    return o->ok[o->slot2id[slot]];
+}
+
+/* use_pred: pass the same set as a predicate only (selectivity unknown
+ * to the index, so it always traverses the graph). */
 static double filtered_recall(iqdb *db, const dataset *ds, double sel,
-                              uint64_t seed)
+                              int use_pred, uint64_t seed)
 {
     uint64_t words = (db->store.limit + 63) / 64;
     uint64_t *bits = calloc(words ? words : 1, 8);
@@ -769,9 +788,15 @@ static double filtered_recall(iqdb *db, const dataset *ds, double sel,
     iqdb_filter_arg f;
     memset(&f, 0, sizeof f);
     f.struct_size = sizeof f;
-    f.allowed = bits;
-    f.nbits = db->store.limit;
-    f.allowed_count = cnt;
+    okset os = {ok, slot2id};
+    if (use_pred) {
+        f.pred = pred_ok;
+        f.pctx = &os;
+    } else {
+        f.allowed = bits;
+        f.nbits = db->store.limit;
+        f.allowed_count = cnt;
+    }
     size_t truth[K], hits = 0, total = 0;
     iqdb_neighbor out[K];
     for (size_t q = 0; q < ds->nq; q++) {
@@ -804,12 +829,22 @@ START_TEST(test_hnsw_filtered_recall)
     static const char *const bf16[] = {"encoding", "bf16", NULL};
     iqdb *db = build(&ds, bf16);
     static const double sels[] = {0.5, 0.1, 0.01, 0.001};
-    for (size_t i = 0; i < 4; i++) {
-        double rc = filtered_recall(db, &ds, sels[i], 100 + i);
-        printf("hnsw: filtered recall@10 at selectivity %.1f%% = %.4f\n",
-               sels[i] * 100, rc);
-        ck_assert_msg(rc >= 0.95, "selectivity %g: recall %.4f", sels[i], rc);
-    }
+    /* At the default ef_search and at a low one (16), where the
+     * traversal has to earn its recall. */
+    static const char *const efs[] = {NULL, "16"};
+    for (int e = 0; e < 2; e++)
+        for (int pred = 0; pred < 2; pred++)
+            for (size_t i = 0; i < 4; i++) {
+                plug_ef = efs[e];
+                double rc = filtered_recall(db, &ds, sels[i], pred, 100 + i);
+                plug_ef = NULL;
+                printf("hnsw: filtered recall@10 at selectivity %.1f%% "
+                       "(%s, ef_search %s) = %.4f\n",
+                       sels[i] * 100, pred ? "predicate" : "bitmap",
+                       efs[e] ? efs[e] : "64", rc);
+                ck_assert_msg(rc >= 0.95, "selectivity %g: recall %.4f",
+                              sels[i], rc);
+            }
     iqdb_close(db);
     ds_free(&ds);
 }
@@ -819,6 +854,12 @@ static int pred_mod7(void *ctx, uint64_t slot)
 {
     const uint64_t *slot2id = ctx;
     return slot2id[slot] % 7 == 3;
+}
+
+static int pred_few(void *ctx, uint64_t slot)
+{
+    const uint64_t *slot2id = ctx;
+    return slot2id[slot] % 1000 == 1;
 }
 
 START_TEST(test_hnsw_filter_min_k_and_predicate)
@@ -858,6 +899,17 @@ START_TEST(test_hnsw_filter_min_k_and_predicate)
     ck_assert_int_eq(
         plug_search(db, db->index, ds.queries, K, &f, out, &n, NULL), 0);
     ck_assert_uint_eq(n, 0);
+    /* A predicate alone matching fewer than k: all of them, and the
+     * index (which has looked at every node) calls that complete. */
+    memset(&f, 0, sizeof f);
+    f.struct_size = sizeof f;
+    f.pred = pred_few;
+    f.pctx = slot2id;
+    uint32_t flags;
+    ck_assert_int_eq(
+        plug_search(db, db->index, ds.queries, K, &f, out, &n, &flags), 0);
+    ck_assert_uint_eq(n, (ds.n + 998) / 1000);
+    ck_assert_uint_eq(flags, 0);
     /* A predicate alone (1/7 of the records), checked against exact. */
     memset(&f, 0, sizeof f);
     f.struct_size = sizeof f;

@@ -182,6 +182,7 @@ int iqdb_config_set_compression(iqdb_config *c, const char *codec, int level)
     iqdb__free(c->codec);
     c->codec = n;
     c->level = level;
+    c->codec_set = 1;
     return 0;
 }
 

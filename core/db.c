@@ -79,10 +79,21 @@ static int check_config(const iqdb_config *cfg)
 
 static int copy_params(iqdb *db, const iqdb_config *cfg)
 {
-    for (size_t i = 0; i < cfg->nparams; i++)
+    size_t len = 1;
+    for (size_t i = 0; i < cfg->nparams; i++) {
         if (iqdb__kv_set(&db->params, &db->nparams, cfg->params[i].key,
                          cfg->params[i].value) != 0)
             return iqdb__set_error(NULL, IQDB_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < db->nparams; i++)
+        len += strlen(db->params[i].key) + strlen(db->params[i].value) + 2;
+    if ((db->params_text = iqdb__malloc(len)) == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "out of memory");
+    char *p = db->params_text;
+    *p = '\0';
+    for (size_t i = 0; i < db->nparams; i++)
+        p += sprintf(p, "%s%s=%s", i ? "," : "", db->params[i].key,
+                     db->params[i].value);
     return 0;
 }
 
@@ -144,6 +155,7 @@ int iqdb__db_new(const iqdb_config *cfg, iqdb **out)
     return 0;
 fail:
     iqdb__kv_free(db->params, db->nparams);
+    iqdb__free(db->params_text);
     iqdb__store_destroy(&db->store);
     pthread_rwlock_destroy(&db->lock);
     iqdb__free(db);
@@ -160,6 +172,7 @@ int iqdb_close(iqdb *db)
     if (db->index != NULL)
         db->ops->destroy(db->index);
     iqdb__kv_free(db->params, db->nparams);
+    iqdb__free(db->params_text);
     iqdb__store_destroy(&db->store);
     pthread_rwlock_destroy(&db->lock);
     iqdb__free(db);
@@ -190,6 +203,50 @@ size_t iqdb_count(const iqdb *db)
 const char *iqdb_index_name(const iqdb *db)
 {
     return db ? db->ops->name : NULL;
+}
+
+int iqdb_stat(iqdb *db, iqdb_stats *out)
+{
+    if (db == NULL || out == NULL)
+        return iqdb__set_error(db, IQDB_EINVAL, "stat: NULL argument");
+    memset(out, 0, sizeof *out);
+    out->dim = db->dim;
+    out->metric = (iqdb_metric)db->metric;
+    out->index = db->ops->name;
+    out->index_params = db->params_text;
+    pthread_rwlock_rdlock(&db->lock);
+    out->count = db->store.count;
+    out->vector_bytes = iqdb__arena_memory(&db->store.arena);
+    if (db->ops->stats != NULL) {
+        iqdb_index_stats st;
+        memset(&st, 0, sizeof st);
+        st.struct_size = sizeof st;
+        if (db->ops->stats(db->index, &st) == 0)
+            out->index_bytes = st.memory_bytes;
+    }
+    pthread_rwlock_unlock(&db->lock);
+    if (db->dur == NULL)
+        return 0;
+    out->durable = 1;
+    return iqdb__durable_stat(db, out);
+}
+
+int iqdb_foreach(iqdb *db, iqdb_foreach_fn fn, void *ctx)
+{
+    if (db == NULL || fn == NULL)
+        return iqdb__set_error(db, IQDB_EINVAL, "foreach: NULL argument");
+    int r = 0;
+    pthread_rwlock_rdlock(&db->lock);
+    const iqdb_store *s = &db->store;
+    for (uint64_t slot = 0; slot < s->limit && r == 0; slot++) {
+        if (!iqdb__store_is_live(s, slot))
+            continue;
+        iqdb_record rec = {s->ids[slot], iqdb__arena_at(&s->arena, slot),
+                           s->meta[slot]};
+        r = fn(ctx, &rec);
+    }
+    pthread_rwlock_unlock(&db->lock);
+    return r;
 }
 
 /* ---- writes ----------------------------------------------------------- */

@@ -41,6 +41,7 @@ typedef struct iqdb_durable {
     iqdb_wal *wal;
     int readonly;
     int sync_policy;
+    uint32_t period_ms;
     const iqdb_codec_ops *codec;
     int level;
     uint64_t compact_bytes;
@@ -171,13 +172,15 @@ static int stored_config(const iqdb_snapshot *sn, const iqdb_config *cfg,
 }
 
 static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
-                         uint64_t *last_seq, uint32_t *codec_id)
+                         uint64_t *last_seq, uint32_t *codec_id,
+                         const iqdb_codec_ops **codec_out)
 {
     iqdb_snapshot sn;
     int r = iqdb__snapshot_open(snap, &sn);
     if (r != 0)
         return r;
-    if (sn.dim != cfg->dim || sn.metric != cfg->metric) {
+    /* dim 0: open whatever is stored. */
+    if (cfg->dim != 0 && (sn.dim != cfg->dim || sn.metric != cfg->metric)) {
         r = iqdb__set_error(NULL, IQDB_ECONFIG,
                             "open: the database has dim %u and metric %s, "
                             "the configuration asks for dim %u and metric %s",
@@ -218,6 +221,7 @@ static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
         *out = db;
         *last_seq = sn.last_seq;
         *codec_id = sn.codec_id;
+        *codec_out = codec;
     }
 out:
     iqdb__snapshot_close(&sn);
@@ -243,6 +247,9 @@ static int create_new(const char *dir, const iqdb_config *cfg,
 
 static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
 {
+    /* A read-only open or an open with dim 0 never creates anything. */
+    int existing_only = cfg->readonly || cfg->dim == 0;
+    const char *why = cfg->readonly ? "read-only open" : "opened with dim 0";
     struct stat st;
     char snap[4096];
     if (join(snap, sizeof snap, path, "snapshot") != 0)
@@ -251,10 +258,9 @@ static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
         if (errno != ENOENT)
             return iqdb__set_error(NULL, iqdb__io_status(errno),
                                    "open: %s: %s", path, strerror(errno));
-        if (cfg->readonly)
+        if (existing_only)
             return iqdb__set_error(NULL, IQDB_ENOTFOUND,
-                                   "open: %s does not exist (read-only open)",
-                                   path);
+                                   "open: %s does not exist (%s)", path, why);
         if (mkdir(path, 0755) != 0)
             return iqdb__set_error(NULL, iqdb__io_status(errno),
                                    "open: cannot create %s: %s", path,
@@ -278,10 +284,9 @@ static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
                                "open: %s is not empty and is not an iqdb "
                                "database (no snapshot file); left untouched",
                                path);
-    if (cfg->readonly)
+    if (existing_only)
         return iqdb__set_error(NULL, IQDB_ENOTFOUND,
-                               "open: %s holds no database (read-only open)",
-                               path);
+                               "open: %s holds no database (%s)", path, why);
     *is_new = 1;
     return 0;
 }
@@ -319,6 +324,10 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     d->recovery.bytes_truncated = info.truncated_bytes;
     d->recovery.frames_discarded = info.later_frames;
     d->recovery.acknowledged_damage = info.later_durable > 0;
+    if (info.truncated_bytes > 0) {
+        d->recovery.damage_offset = info.valid_end;
+        d->recovery.damage = info.damage ? info.damage : "torn write";
+    }
     if (info.truncated_bytes > 0)
         iqdb__host()->log(IQDB_LOG_WARN, NULL,
                           "%s/wal: cut %llu bytes at offset %llu (%s); %llu "
@@ -344,8 +353,8 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     if (path == NULL || path[0] == '\0' || cfg == NULL || out == NULL)
         return iqdb__set_error(NULL, IQDB_EINVAL, "open: NULL argument");
     *out = NULL;
-    if (cfg->dim == 0 || cfg->dim > IQDB_MAX_DIM ||
-        iqdb_metric_name((iqdb_metric)cfg->metric) == NULL)
+    if (cfg->dim != 0 && (cfg->dim > IQDB_MAX_DIM ||
+                          iqdb_metric_name((iqdb_metric)cfg->metric) == NULL))
         return iqdb__db_new(cfg, out); /* reports the bad field */
     const iqdb_codec_ops *codec;
     if ((r = open_codec(cfg, &codec)) != 0)
@@ -359,6 +368,9 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     pthread_cond_init(&d->applied_cv, NULL);
     d->readonly = cfg->readonly;
     d->sync_policy = cfg->fsync;
+    d->period_ms = cfg->fsync == IQDB_FSYNC_PERIODIC
+                       ? (cfg->period_ms ? cfg->period_ms : 100)
+                       : 0;
     d->codec = codec;
     d->level = cfg->level;
     d->compact_bytes = cfg->compact_bytes;
@@ -373,10 +385,18 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     if (is_new && exists(snap))
         is_new = 0;
     uint32_t snap_codec = codec ? codec->id : 0;
+    const iqdb_codec_ops *stored_codec = NULL;
     r = is_new ? create_new(path, cfg, codec, &db)
-               : load_existing(snap, cfg, &db, &last_seq, &snap_codec);
+               : load_existing(snap, cfg, &db, &last_seq, &snap_codec,
+                               &stored_codec);
     if (r != 0)
         goto fail;
+    /* Opened with dim 0 and no compression asked for: keep the stored
+     * codec (at its default level) rather than decompress on flush. */
+    if (!is_new && cfg->dim == 0 && !cfg->codec_set) {
+        d->codec = codec = stored_codec;
+        d->level = 0;
+    }
     if ((r = open_wal(db, d, cfg, last_seq)) != 0)
         goto fail;
     /* Same codec (a level change is not detected: flush after reopening
@@ -590,5 +610,149 @@ int iqdb__durable_close(iqdb *db)
     }
     db->dur = NULL;
     dur_free(d);
+    return r;
+}
+
+/* ---- description and verification -------------------------------------- */
+
+int iqdb__durable_stat(iqdb *db, iqdb_stats *st)
+{
+    iqdb_durable *d = db->dur;
+    char path[4096];
+    struct stat sb;
+    st->readonly = d->readonly;
+    st->fsync = (iqdb_fsync)d->sync_policy;
+    st->period_ms = d->period_ms;
+    st->codec = d->codec ? d->codec->name : "none";
+    st->codec_level = d->codec ? d->level : 0;
+    st->wal_bytes = iqdb__wal_size(d->wal);
+    if (join(path, sizeof path, d->dir, "snapshot") != 0 ||
+        stat(path, &sb) != 0)
+        return iqdb__set_error(db, IQDB_EIO, "stat: %s/snapshot: %s", d->dir,
+                               strerror(errno));
+    st->snapshot_bytes = (uint64_t)sb.st_size;
+    if (join(path, sizeof path, d->dir, IQDB_WAL_FILE) != 0 ||
+        stat(path, &sb) != 0)
+        return iqdb__set_error(db, IQDB_EIO, "stat: %s/%s: %s", d->dir,
+                               IQDB_WAL_FILE, strerror(errno));
+    st->wal_file_bytes = (uint64_t)sb.st_size;
+    return 0;
+}
+
+typedef struct check_ctx {
+    iqdb_check_fn fn;
+    void *ctx;
+    const char *dir;
+    int damaged;
+} check_ctx;
+
+static void finding(check_ctx *c, const char *file, uint64_t off, int damage,
+                    const char *msg)
+{
+    if (damage)
+        c->damaged = 1;
+    if (c->fn != NULL)
+        c->fn(c->ctx, file, off, damage, msg);
+}
+
+/* Header, section table and every section's checksum and decoding. */
+static int check_snapshot_sections(check_ctx *c, const char *snap)
+{
+    iqdb_snapshot sn;
+    int r = iqdb__snapshot_open(snap, &sn);
+    if (r == IQDB_ECORRUPT) {
+        finding(c, "snapshot", 0, 1, iqdb__last_error());
+        return 0;
+    }
+    if (r != 0)
+        return r;
+    const iqdb_codec_ops *codec = NULL;
+    if (sn.codec_id != 0 &&
+        (r = iqdb__find_codec(sn.codec, sn.codec_id, &codec)) != 0) {
+        r = iqdb__set_error(NULL, r,
+                            "check: %s is compressed with codec '%s', which "
+                            "cannot be loaded: %s",
+                            snap, sn.codec, iqdb__last_error());
+        goto out;
+    }
+    for (uint32_t i = 0; i < sn.nsec; i++) {
+        void *buf = NULL;
+        size_t len = 0;
+        const iqdb_snap_section *sec = &sn.sec[i];
+        r = iqdb__snapshot_read(&sn, sec->type, sec->raw, codec, &buf, &len);
+        iqdb__free(buf);
+        if (r == IQDB_ECORRUPT) {
+            finding(c, "snapshot", sec->offset, 1, iqdb__last_error());
+            r = 0;
+        } else if (r != 0) {
+            goto out;
+        }
+    }
+out:
+    iqdb__snapshot_close(&sn);
+    return r;
+}
+
+int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
+               void *ctx)
+{
+    if (path == NULL || path[0] == '\0')
+        return iqdb__set_error(NULL, IQDB_EINVAL, "check: NULL path");
+    char snap[4096];
+    if (join(snap, sizeof snap, path, "snapshot") != 0)
+        return iqdb__set_error(NULL, IQDB_EINVAL, "check: path too long");
+    if (!exists(snap))
+        return iqdb__set_error(NULL, IQDB_ENOTFOUND,
+                               "check: %s holds no iqdb database (no "
+                               "snapshot file)", path);
+    check_ctx c = {fn, ctx, path, 0};
+    iqdb_lock *lock = NULL;
+    int r = iqdb__lock_acquire(path, 0, &lock);
+    if (r != 0)
+        return r;
+    if ((r = check_snapshot_sections(&c, snap)) != 0 || c.damaged)
+        goto out;
+    /* Every section reads back: now the structure, through a read-only
+     * open (records, index state, log frames). */
+    iqdb_config *oc = iqdb_config_new(0, (iqdb_metric)0);
+    if (oc == NULL) {
+        r = iqdb__set_error(NULL, IQDB_ENOMEM, "check: out of memory");
+        goto out;
+    }
+    iqdb_config_set_readonly(oc, 1);
+    for (size_t i = 0; cfg != NULL && r == 0 && i < cfg->ndirs; i++)
+        r = iqdb_config_add_plugin_dir(oc, cfg->dirs[i]);
+    iqdb *db = NULL;
+    if (r == 0)
+        r = iqdb_open(path, oc, &db);
+    iqdb_config_free(oc);
+    if (r == IQDB_ECORRUPT) {
+        const char *m = iqdb__last_error();
+        finding(&c, strstr(m, "wal") ? IQDB_WAL_FILE : "snapshot", 0, 1, m);
+        r = 0;
+        goto out;
+    }
+    if (r != 0)
+        goto out;
+    const iqdb_recovery *rec = &db->dur->recovery;
+    if (rec->bytes_truncated > 0) {
+        char msg[512];
+        int dmg = rec->acknowledged_damage || rec->frames_discarded > 0;
+        snprintf(msg, sizeof msg,
+                 "%s/wal: %s at offset %llu: %llu bytes%s%s", path,
+                 rec->damage, (unsigned long long)rec->damage_offset,
+                 (unsigned long long)rec->bytes_truncated,
+                 dmg ? "" : " of torn tail (an interrupted write; the next "
+                            "writable open cuts it off)",
+                 rec->frames_discarded > 0 ? ", with intact frames after it"
+                                           : "");
+        finding(&c, IQDB_WAL_FILE, rec->damage_offset, dmg, msg);
+    }
+    iqdb_close(db);
+out:
+    iqdb__lock_release(lock);
+    if (r == 0 && c.damaged)
+        r = iqdb__set_error(NULL, IQDB_ECORRUPT, "check: %s is damaged",
+                            path);
     return r;
 }

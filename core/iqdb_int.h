@@ -190,6 +190,7 @@ struct iqdb_config {
     int fsync;          /* iqdb_fsync */
     uint32_t period_ms;
     char *codec;        /* NULL: none */
+    int codec_set; /* set_compression was called */
     int level;
     int readonly;
     int rebuild;
@@ -221,6 +222,7 @@ struct iqdb {
     const iqdb_kernels *kernels;
     iqdb_kv *params; /* construction parameters, owned */
     size_t nparams;
+    char *params_text; /* the same as "k=v,k=v" (iqdb_stat) */
     struct iqdb_durable *dur; /* NULL for in-memory databases */
 };
 
@@ -231,6 +233,8 @@ struct iqdb {
 int iqdb__durable_upsert(iqdb *db, const iqdb_record *recs, size_t n,
                          uint32_t dim);
 int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present);
+/* The durable fields of iqdb_stat (db->dur != NULL). */
+int iqdb__durable_stat(iqdb *db, iqdb_stats *st);
 /* Final compaction and release, from iqdb_close. */
 int iqdb__durable_close(iqdb *db);
 /* Apply without logging: the in-memory part of a write (db.c). */

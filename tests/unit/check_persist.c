@@ -999,6 +999,153 @@ START_TEST(test_persist_auto_compaction)
 }
 END_TEST
 
+
+/* ---- iqdb_check, iqdb_stat, iqdb_foreach, opening with dim 0 ---------------- */
+
+typedef struct findings {
+    int n, damage;
+    char file[32];
+    uint64_t offset;
+} findings;
+
+static void on_finding(void *ctx, const char *file, uint64_t off, int damage,
+                       const char *msg)
+{
+    findings *f = ctx;
+    ck_assert_ptr_nonnull(msg);
+    if (f->n++ == 0) {
+        snprintf(f->file, sizeof f->file, "%s", file);
+        f->offset = off;
+    }
+    f->damage += damage;
+}
+
+static int count_cb(void *ctx, const iqdb_record *rec)
+{
+    ck_assert_ptr_nonnull(rec->vector);
+    (*(int *)ctx)++;
+    return 0;
+}
+
+START_TEST(test_persist_check_stat_foreach)
+{
+    const char *dir = path("db");
+    findings f;
+    iqdb *db;
+    /* No database yet. */
+    ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), IQDB_ENOTFOUND);
+    iqdb_config *z = iqdb_config_new(0, (iqdb_metric)0);
+    ck_assert_int_eq(iqdb_open(dir, z, &db), IQDB_ENOTFOUND);
+    struct stat sb;
+    ck_assert_int_ne(stat(dir, &sb), 0); /* nothing was created */
+    /* A child writes 100 records and dies without closing: frames in the
+     * log after the snapshot. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (open_db(dir, "zstd", &db) != 0)
+            _exit(2);
+        for (uint64_t i = 0; i < 100; i++)
+            if (put(db, i) != 0)
+                _exit(3);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, on_finding, &f), 0);
+    ck_assert_int_eq(f.n, 0);
+    /* dim 0 opens whatever is there, keeping its codec. */
+    ck_assert_msg(iqdb_open(dir, z, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_uint_eq(iqdb_dim(db), DIM);
+    ck_assert_uint_eq(iqdb_count(db), 100);
+    iqdb_stats sts;
+    ck_assert_int_eq(iqdb_stat(db, &sts), 0);
+    ck_assert_uint_eq(sts.count, 100);
+    ck_assert_int_eq(sts.durable, 1);
+    ck_assert_str_eq(sts.codec, "zstd");
+    ck_assert_str_eq(sts.index, "flat");
+    ck_assert_uint_gt(sts.wal_bytes, 100 * DIM * 4);
+    ck_assert_uint_gt(sts.snapshot_bytes, 0);
+    ck_assert_uint_ge(sts.vector_bytes, 100 * DIM * 4);
+    int n = 0;
+    ck_assert_int_eq(iqdb_foreach(db, count_cb, &n), 0);
+    ck_assert_int_eq(n, 100);
+    /* A writer holds it: check is refused. */
+    ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), IQDB_ELOCKED);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_msg(iqdb_open(dir, z, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_int_eq(iqdb_stat(db, &sts), 0);
+    ck_assert_str_eq(sts.codec, "zstd"); /* not decompressed by the flush */
+    ck_assert_int_eq(iqdb_close(db), 0);
+    iqdb_config_free(z);
+
+    /* A flipped byte in the middle of the snapshot: damage, with file and
+     * offset, and nothing changed. */
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    size_t len;
+    unsigned char *b = slurp(snap, &len);
+    b[len / 2] ^= 0x10;
+    spit(snap, b, len);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, on_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_ge(f.damage, 1);
+    ck_assert_str_eq(f.file, "snapshot");
+    ck_assert_uint_le(f.offset, len / 2);
+    size_t len2;
+    unsigned char *b2 = slurp(snap, &len2);
+    ck_assert_uint_eq(len, len2);
+    ck_assert_mem_eq(b, b2, len);
+    free(b2);
+    b[len / 2] ^= 0x10;
+    spit(snap, b, len);
+    free(b);
+
+    /* Frames in the log: a flip in an early frame, with intact frames
+     * after it, is damage; a torn last frame is only a note. */
+    pid = fork();
+    if (pid == 0) {
+        if (open_db(dir, "zstd", &db) != 0)
+            _exit(2);
+        for (uint64_t i = 100; i < 140; i++)
+            if (put(db, i) != 0)
+                _exit(3);
+        _exit(0);
+    }
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    iqdb_config *rc = conf("zstd", IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_readonly(rc, 1);
+    ck_assert_int_eq(iqdb_open(dir, rc, &db), 0);
+    ck_assert_int_eq(iqdb_stat(db, &sts), 0);
+    iqdb_close(db);
+    uint64_t used = sts.wal_bytes;
+    b = slurp(wal, &len);
+    ck_assert_uint_ge(len, used);
+    /* torn tail: cut the last frame short */
+    spit(wal, b, (size_t)used - 3);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, on_finding, &f), 0);
+    ck_assert_int_eq(f.n, 1);
+    ck_assert_int_eq(f.damage, 0);
+    ck_assert_str_eq(f.file, "wal");
+    /* damage in the middle */
+    b[used / 3] ^= 0x01;
+    spit(wal, b, len);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, on_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_ge(f.damage, 1);
+    ck_assert_str_eq(f.file, "wal");
+    ck_assert_uint_le(f.offset, used / 3);
+    ck_assert_uint_gt(f.offset, 0);
+    free(b);
+    iqdb_config_free(rc);
+}
+END_TEST
+
 static Suite *persist_suite(void)
 {
     Suite *s = suite_create("persist");
@@ -1032,6 +1179,7 @@ static Suite *persist_suite(void)
         {"fault_fsync", test_persist_fault_fsync},
         {"fault_rename_truncate", test_persist_fault_rename_truncate},
         {"enospc_keeps_snapshot", test_persist_enospc_keeps_snapshot},
+        {"check_stat_foreach", test_persist_check_stat_foreach},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -373,7 +373,10 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * ("snapshot"), the write-ahead log ("wal") and a lock file ("LOCK").
  *
  * Creating: cfg gives dim, metric, index and parameters. Reopening: the
- * stored dim and metric must equal cfg's (else IQDB_ECONFIG naming both);
+ * stored dim and metric must equal cfg's (else IQDB_ECONFIG naming both),
+ * unless cfg's dim is 0, which opens an existing database whatever its
+ * dim and metric (read them with iqdb_dim() and iqdb_metric_of(); a
+ * missing database is then IQDB_ENOTFOUND and nothing is created);
  * the index type and its parameters are restored from the snapshot,
  * whatever cfg asks for. cfg's fsync policy, compression, read-only flag,
  * rebuild permission, compaction threshold and plugin directories apply
@@ -403,11 +406,41 @@ typedef struct iqdb_recovery {
                                   dropped with it */
     int acknowledged_damage;   /* 1 when the damaged frame had been durable
                                   (corruption, not a torn write) */
+    uint64_t damage_offset;    /* byte offset in the log where the cut was
+                                  made (when bytes_truncated > 0) */
+    const char *damage;        /* why the frame there was rejected (static
+                                  string), NULL for a clean log */
 } iqdb_recovery;
 
 /* Fill *out for db (all zero for in-memory databases). Returns 0 or
  * IQDB_EINVAL. */
 IQDB_API int iqdb_recovery_report(const iqdb *db, iqdb_recovery *out);
+
+/* One finding of iqdb_check(): the file (a path inside the database
+ * directory), the byte offset the finding is about (0 when it concerns
+ * the whole file), a message, and whether it is damage (1) or a note (0:
+ * e.g. a torn log tail that the next writable open cuts off, as it should
+ * after a crash). */
+typedef void (*iqdb_check_fn)(void *ctx, const char *file, uint64_t offset,
+                              int damage, const char *message);
+
+/*
+ * Verify the durable database in directory `path` without changing it:
+ * the snapshot's header, section table and the checksum of every section,
+ * then its full structure (ids, vectors, metadata, the index state loaded
+ * through its plugin), then every frame of the write-ahead log. Each
+ * finding is passed to fn (may be NULL). Takes a shared lock, so it fails
+ * with IQDB_ELOCKED while a writer holds the database. cfg (may be NULL)
+ * supplies plugin directories.
+ *
+ * Returns 0 when nothing is damaged (notes may have been reported),
+ * IQDB_ECORRUPT when damage was found, or the code of what prevented the
+ * check (IQDB_ENOTFOUND: no database at path; IQDB_ELOCKED; IQDB_ENOPLUGIN
+ * when a codec needed to read the snapshot is missing; IQDB_EIO;
+ * IQDB_ENOMEM), with the message via iqdb_errmsg(NULL).
+ */
+IQDB_API int iqdb_check(const char *path, const iqdb_config *cfg,
+                        iqdb_check_fn fn, void *ctx);
 
 /* Fold the write-ahead log into a new snapshot (written to a temporary
  * file, synced, renamed over the old one, directory synced) and empty the
@@ -430,6 +463,36 @@ IQDB_API iqdb_metric iqdb_metric_of(const iqdb *db);
 IQDB_API size_t iqdb_count(const iqdb *db);
 /* The index type's name (static for the life of db). */
 IQDB_API const char *iqdb_index_name(const iqdb *db);
+
+/* A description of an open database, filled by iqdb_stat(). Strings are
+ * owned by db and stay valid until it is closed. */
+typedef struct iqdb_stats {
+    uint32_t dim;
+    iqdb_metric metric;
+    uint64_t count;            /* records */
+    const char *index;         /* index type name */
+    const char *index_params;  /* its parameters, "key=value,..." ("" when
+                                  none were set: the index's defaults) */
+    uint64_t vector_bytes;     /* memory holding the vectors */
+    uint64_t index_bytes;      /* memory the index reports (0: unknown) */
+    int durable;               /* 1 for iqdb_open, 0 for iqdb_open_memory */
+    /* Durable databases only (zero otherwise): */
+    int readonly;
+    iqdb_fsync fsync;
+    uint32_t period_ms;        /* IQDB_FSYNC_PERIODIC */
+    const char *codec;         /* snapshot codec of this handle, "none" */
+    int codec_level;           /* 0: the codec's default */
+    uint64_t snapshot_bytes;   /* size of the snapshot file */
+    uint64_t wal_bytes;        /* log in use: header and frames since the
+                                  last snapshot */
+    uint64_t wal_file_bytes;   /* size of the log file (it is preallocated,
+                                  so it may be larger than wal_bytes) */
+} iqdb_stats;
+
+/* Describe db in *out. Thread-safe with every other call on db. Returns
+ * 0, IQDB_EINVAL or IQDB_EIO (a file could not be examined). */
+IQDB_API int iqdb_stat(iqdb *db, iqdb_stats *out);
+
 
 /* ------------------------------------------------------------------ */
 /* Records                                                              */
@@ -469,6 +532,18 @@ IQDB_API int iqdb_get(iqdb *db, iqdb_id id, float *vec_out, uint32_t dim,
  * and, when was_present is not NULL, sets it to 1 or 0. Errors: IQDB_EID,
  * IQDB_EINVAL, or an index plugin's error (the record then stays). */
 IQDB_API int iqdb_delete(iqdb *db, iqdb_id id, int *was_present);
+
+/* Called by iqdb_foreach() for each record. rec and everything it points
+ * to is borrowed for the duration of the call. Return 0 to go on; any
+ * other value stops the walk and is returned by iqdb_foreach. The
+ * callback must not call functions that write to db. */
+typedef int (*iqdb_foreach_fn)(void *ctx, const iqdb_record *rec);
+
+/* Call fn for every record of db, in no particular order, under db's read
+ * lock (writers wait until the walk ends; searches and gets proceed).
+ * Returns 0 when every record was visited, fn's non-zero value when it
+ * stopped the walk, or IQDB_EINVAL. */
+IQDB_API int iqdb_foreach(iqdb *db, iqdb_foreach_fn fn, void *ctx);
 
 /* ------------------------------------------------------------------ */
 /* Search                                                               */

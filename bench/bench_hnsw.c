@@ -900,10 +900,12 @@ static void print_build_mem(const sysrun *runs, const opts *o, size_t n,
         printf("  %-13s %14.0f %14.1f %12s\n", sys_names[si], mem,
                mem / (double)n, r2);
     }
-    printf("  (build on %d threads; the 1-thread builds measured",
-           o->threads[last]);
+    if (last == 0)
+        return;
+    printf("  (the builds on %d threads; on %d thread%s:", o->threads[last],
+           o->threads[0], o->threads[0] == 1 ? "" : "s");
     for (si = 0; si < NSYS; si++)
-        if (runs[si].mem[0] >= 0 && last > 0)
+        if (runs[si].mem[0] >= 0)
             printf(" %s %.0f", sys_names[si], runs[si].mem[0]);
     printf(")\n");
 }

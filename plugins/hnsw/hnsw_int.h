@@ -41,6 +41,7 @@
 #ifndef HNSW_INT_H
 #define HNSW_INT_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -194,13 +195,23 @@ static inline const float *hnsw__vec(const hnsw_ctx *c, uint32_t n)
            (size_t)(n & c->chunk_mask) * c->lay.stride;
 }
 
+/* A node lock is held for one list update (microseconds), so waiters
+ * spin; but when the holder's thread is descheduled (more runnable
+ * threads than cores), spinning on would burn the waiter's whole time
+ * slice, so after a short spin it yields the core instead. */
 static inline void hnsw__lock(const hnsw_ctx *c, uint32_t n)
 {
     if (c->locks == NULL)
         return;
-    while (__atomic_exchange_n(&c->locks[n], 1, __ATOMIC_ACQUIRE))
-        while (__atomic_load_n(&c->locks[n], __ATOMIC_RELAXED))
-            HNSW_PAUSE();
+    while (__atomic_exchange_n(&c->locks[n], 1, __ATOMIC_ACQUIRE)) {
+        unsigned spins = 0;
+        while (__atomic_load_n(&c->locks[n], __ATOMIC_RELAXED)) {
+            if (++spins < 256)
+                HNSW_PAUSE();
+            else
+                sched_yield();
+        }
+    }
 }
 
 static inline void hnsw__unlock(const hnsw_ctx *c, uint32_t n)

@@ -1003,7 +1003,7 @@ END_TEST
 /* ---- iqdb_check, iqdb_stat, iqdb_foreach, opening with dim 0 ---------------- */
 
 typedef struct findings {
-    int n, damage;
+    int n, damage, in_wal, in_snapshot;
     char file[32];
     uint64_t offset;
 } findings;
@@ -1018,6 +1018,8 @@ static void on_finding(void *ctx, const char *file, uint64_t off, int damage,
         f->offset = off;
     }
     f->damage += damage;
+    f->in_wal += strcmp(file, "wal") == 0;
+    f->in_snapshot += strcmp(file, "snapshot") == 0;
 }
 
 static int count_cb(void *ctx, const iqdb_record *rec)
@@ -1142,6 +1144,15 @@ START_TEST(test_persist_check_stat_foreach)
     ck_assert_uint_le(f.offset, used / 3);
     ck_assert_uint_gt(f.offset, 0);
     free(b);
+    /* Both files damaged: each is reported. */
+    b = slurp(snap, &len);
+    b[len / 2] ^= 0x10;
+    spit(snap, b, len);
+    free(b);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, on_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_ge(f.in_snapshot, 1);
+    ck_assert_int_ge(f.in_wal, 1);
     iqdb_config_free(rc);
 }
 END_TEST

@@ -427,9 +427,11 @@ typedef void (*iqdb_check_fn)(void *ctx, const char *file, uint64_t offset,
 /*
  * Verify the durable database in directory `path` without changing it:
  * the snapshot's header, section table and the checksum of every section,
- * then its full structure (ids, vectors, metadata, the index state loaded
- * through its plugin), then every frame of the write-ahead log. Each
- * finding is passed to fn (may be NULL). Takes a shared lock, so it fails
+ * and every frame of the write-ahead log (checksums, sequence, decoding),
+ * each reported on its own; then, when none of that is damaged, the full
+ * structure through a read-only open (ids, vectors, metadata, the index
+ * state loaded through its plugin, the log applied). Each finding is
+ * passed to fn (may be NULL). Takes a shared lock, so it fails
  * with IQDB_ELOCKED while a writer holds the database. cfg (may be NULL)
  * supplies plugin directories.
  *

@@ -22,12 +22,15 @@
  *   encoding         what traversal scores: "float" (the default: the
  *                    core's vectors, no copy) or "bf16" (a bfloat16 copy
  *                    of each vector, 2 bytes a dimension: half the memory
- *                    traffic, measured 1.2x to 1.35x the queries per
- *                    second of "float" at equal recall on Fashion-MNIST
- *                    and on clustered 128-d data, for 50% more memory
- *                    than the vectors alone; not for hamming). Results
- *                    are re-scored from the floats, so reported distances
- *                    and their order are exact.
+ *                    traffic; not for hamming). bench/bench_hnsw measured
+ *                    bf16 at 0.88x to 1.05x the single-thread queries
+ *                    per second of "float" at equal recall (Fashion-MNIST
+ *                    and clustered 128-d data, 2-core machine) for 40% to
+ *                    50% more memory, so "float" stays the default; bf16
+ *                    may pay where memory bandwidth is what limits (many
+ *                    threads on few memory channels). Results are
+ *                    re-scored from the floats, so reported distances and
+ *                    their order are exact.
  */
 #include <math.h>
 #include <stdint.h>

@@ -54,6 +54,26 @@ int iqdb__check_vector(const void *handle, const float *v, uint32_t dim,
                                "%s: vector has dimension %u, the database "
                                "has %u",
                                what, dim, want);
+    /* A branch-free pass, two elements per 64-bit word: an element is NaN
+     * or infinite when its exponent bits are all ones, and exactly then
+     * does adding 1 to its exponent carry into its sign bit (no carry
+     * crosses into the other element). Only a failing vector pays the
+     * search for the element to name. */
+    uint64_t bad = 0;
+    uint32_t k = 0;
+    for (; k + 2 <= dim; k += 2) {
+        uint64_t u;
+        memcpy(&u, &v[k], 8);
+        bad |= ((u & 0x7f8000007f800000ull) + 0x0080000000800000ull) &
+               0x8000000080000000ull;
+    }
+    if (k < dim) {
+        uint32_t u;
+        memcpy(&u, &v[k], 4);
+        bad |= ((u & 0x7f800000u) + 0x00800000u) & 0x80000000u;
+    }
+    if (bad == 0)
+        return 0;
     for (uint32_t i = 0; i < dim; i++)
         if (!isfinite(v[i]))
             return iqdb__set_error(handle, IQDB_ENONFINITE,

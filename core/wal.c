@@ -128,7 +128,7 @@
 #define WAL_MAGIC "IQDBWAL"  /* 8 bytes with its terminating NUL */
 #define WAL_VERSION 1u
 #define HDR_SIZE 40u
-#define FRAME_HDR 32u
+#define FRAME_HDR IQDB_WAL_FRAME_HDR /* 32 */
 #define FRAME_MARK 0x52465149u /* "IQFR" */
 #define READ_CHUNK ((size_t)1 << 20)
 #define PREALLOC ((uint64_t)4 << 20) /* least zero extension of the file */
@@ -950,30 +950,46 @@ out:
 
 /* ---- appending ---------------------------------------------------------- */
 
-/* The frame for payload, but for the fields only known under the mutex
- * (sequence numbers, header CRC). Built outside it: copying and
- * checksumming a large batch must not hold up other writers. */
+/* Fill in the frame header of f (FRAME_HDR bytes, then a payload of len
+ * bytes with room for its padding) but for the fields only known under
+ * the mutex (sequence numbers, header CRC). Done outside it: checksumming
+ * a large batch must not hold up other writers. */
+static int too_long(iqdb_wal *w, size_t len)
+{
+    return iqdb__set_error(w, IQDB_ERANGE,
+                           "WAL '%s': a %zu-byte frame exceeds the maximum "
+                           "of %zu bytes",
+                           w->path, len, IQDB_WAL_MAX_PAYLOAD);
+}
+
+static int frame_seal(iqdb_wal *w, unsigned char *f, size_t len)
+{
+    if (len > IQDB_WAL_MAX_PAYLOAD)
+        return too_long(w, len);
+    size_t padded = (size_t)pad8(len);
+    memset(f, 0, FRAME_HDR);
+    memset(f + FRAME_HDR + len, 0, padded - len);
+    put32(f, FRAME_MARK);
+    put32(f + 4, (uint32_t)len);
+    put32(f + 24, iqdb__crc32c(0, f + FRAME_HDR, padded));
+    return 0;
+}
+
+/* The frame for payload, in a new buffer, sealed. */
 static int frame_build(iqdb_wal *w, const void *payload, size_t len,
                        unsigned char **out, size_t *size)
 {
     if (len > IQDB_WAL_MAX_PAYLOAD)
-        return iqdb__set_error(w, IQDB_ERANGE,
-                               "WAL '%s': a %zu-byte frame exceeds the "
-                               "maximum of %zu bytes",
-                               w->path, len, IQDB_WAL_MAX_PAYLOAD);
+        return too_long(w, len);
     size_t padded = (size_t)pad8(len);
     unsigned char *f = iqdb__malloc(FRAME_HDR + padded);
     if (f == NULL)
         return iqdb__set_error(w, IQDB_ENOMEM,
                                "WAL '%s': out of memory for a %zu-byte frame",
                                w->path, len);
-    memset(f, 0, FRAME_HDR);
     if (len > 0)
         memcpy(f + FRAME_HDR, payload, len);
-    memset(f + FRAME_HDR + len, 0, padded - len);
-    put32(f, FRAME_MARK);
-    put32(f + 4, (uint32_t)len);
-    put32(f + 24, iqdb__crc32c(0, f + FRAME_HDR, padded));
+    frame_seal(w, f, len);
     *out = f;
     *size = FRAME_HDR + padded;
     return 0;
@@ -1099,6 +1115,29 @@ int iqdb__wal_write(iqdb_wal *w, const void *payload, size_t len,
                     uint64_t *seq)
 {
     return append(w, payload, len, seq, 0);
+}
+
+size_t iqdb__wal_frame_size(size_t len)
+{
+    return len > IQDB_WAL_MAX_PAYLOAD ? len : (size_t)pad8(len);
+}
+
+int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
+                           uint64_t *seq)
+{
+    if (w == NULL || buf == NULL)
+        return iqdb__set_error(w, IQDB_EINVAL,
+                               "iqdb__wal_write_framed: NULL argument");
+    int rc = frame_seal(w, buf, len);
+    if (rc != 0)
+        return rc;
+    uint64_t s = 0;
+    pthread_mutex_lock(&w->mu);
+    rc = frame_write(w, buf, FRAME_HDR + (size_t)pad8(len), &s);
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 0 && seq != NULL)
+        *seq = s;
+    return rc;
 }
 
 int iqdb__wal_wait(iqdb_wal *w, uint64_t seq)

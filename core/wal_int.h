@@ -210,6 +210,18 @@ int iqdb__wal_write(iqdb_wal *w, const void *payload, size_t len,
                     uint64_t *seq);
 int iqdb__wal_wait(iqdb_wal *w, uint64_t seq);
 
+/* iqdb__wal_write for a payload the caller built in place, so a large
+ * batch is neither copied nor held twice: buf holds IQDB_WAL_FRAME_HDR
+ * bytes of room for the frame header (contents ignored), then the
+ * payload, len bytes, and has room for pad bytes after it up to
+ * IQDB_WAL_FRAME_HDR + iqdb__wal_frame_size(len) bytes in all. The header
+ * and the zero padding are written into buf, so it must be writable; the
+ * caller keeps ownership. Same results as iqdb__wal_write. */
+#define IQDB_WAL_FRAME_HDR 32u
+size_t iqdb__wal_frame_size(size_t len); /* padded payload: len to 8 */
+int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
+                           uint64_t *seq);
+
 /* Make every frame written so far durable. 0 or an error code. */
 int iqdb__wal_sync(iqdb_wal *w);
 

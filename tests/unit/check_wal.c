@@ -1363,6 +1363,40 @@ START_TEST(test_wal_write_then_wait)
 }
 END_TEST
 
+/* Frames built in place by the caller (iqdb__wal_write_framed) replay
+ * like copied ones, whatever the header room and the padding held
+ * before; large ones take the interleaved CRC path. */
+START_TEST(test_wal_write_framed)
+{
+    iqdb__io_reset();
+    char *d = mktmp();
+    iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    uint64_t ids[] = {1, 2, BIG_ID | 3, 4, BIG_ID | 5, 6};
+    size_t n = sizeof ids / sizeof ids[0];
+    uint64_t seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = gen_len(ids[i]);
+        ck_assert_uint_eq(iqdb__wal_frame_size(len), (len + 7) & ~(size_t)7);
+        unsigned char *b = malloc(FHDR + iqdb__wal_frame_size(len));
+        ck_assert_ptr_nonnull(b);
+        memset(b, 0xa5, FHDR + iqdb__wal_frame_size(len));
+        gen(ids[i], b + FHDR);
+        ck_assert_int_eq(iqdb__wal_write_framed(w, b, len, &seq), 0);
+        free(b);
+    }
+    ck_assert_int_eq(iqdb__wal_wait(w, seq), 0);
+    iqdb__wal_close(w);
+    struct got g = {0};
+    ck_assert_int_eq(reopen_replay(d, 0, &g, NULL, NULL), 0);
+    ck_assert_uint_eq(g.n, n);
+    ck_assert_uint_eq(g.bad, 0);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(g.id[i], ids[i]);
+    got_free(&g);
+    rmtmp(d);
+}
+END_TEST
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -1657,6 +1691,7 @@ static Suite *wal_suite(int prealloc)
         {"alloc_failures", test_wal_alloc_failures},
         {"group_commit", test_wal_group_commit},
         {"write_then_wait", test_wal_write_then_wait},
+        {"write_framed", test_wal_write_framed},
         {"periodic", test_wal_periodic},
         {"periodic_failure", test_wal_periodic_failure},
         {"never", test_wal_never},

@@ -45,6 +45,7 @@ typedef struct iqdb_durable {
     const iqdb_codec_ops *codec;
     int level;
     uint64_t compact_bytes;
+    uint64_t snap_bytes; /* size of the snapshot file on disk */
     pthread_mutex_t wmu;
     pthread_cond_t applied_cv;
     uint64_t applied; /* last sequence number applied in memory */
@@ -74,6 +75,17 @@ static int exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+/* Size of dir/snapshot (0 when it cannot be read: compaction then goes
+ * by the threshold alone). */
+static uint64_t snapshot_size(const char *dir)
+{
+    char p[4096];
+    struct stat sb;
+    if (join(p, sizeof p, dir, "snapshot") != 0 || stat(p, &sb) != 0)
+        return 0;
+    return (uint64_t)sb.st_size;
 }
 
 /* An empty directory, or one holding only what a crashed creation can
@@ -413,6 +425,7 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     /* Same codec (a level change is not detected: flush after reopening
      * with only a new level keeps the old level's snapshot). */
     d->snap_current = snap_codec == (codec ? codec->id : 0);
+    d->snap_bytes = snapshot_size(path);
     db->dur = d;
     *out = db;
     return 0;
@@ -438,6 +451,19 @@ static int refuse(iqdb *db, iqdb_durable *d)
 }
 
 static int compact_locked(iqdb *db, iqdb_durable *d);
+
+/* Automatic compaction is due once the log holds more than the
+ * threshold and more than the snapshot itself. A compaction rewrites the
+ * whole snapshot, so a fixed threshold alone would rewrite a large
+ * database again after every few megabytes of writes (write
+ * amplification growing with the database); waiting until the log has
+ * grown as large as the snapshot bounds the bytes compaction writes to
+ * about twice the bytes written, whatever the size. */
+static int wal_is_due(const iqdb_durable *d)
+{
+    uint64_t w = iqdb__wal_size(d->wal);
+    return w > d->compact_bytes && w > d->snap_bytes;
+}
 
 /* A buffer to encode a frame into, starting with room for the frame
  * header (iqdb__wal_write_framed): the spare one when no other writer
@@ -526,8 +552,7 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     pthread_cond_broadcast(&d->applied_cv);
     /* Compact only when no logged write waits to be applied: resetting the
      * log would drop its frame. A later writer will find the moment. */
-    if (r == 0 && d->compact_bytes > 0 &&
-        iqdb__wal_size(d->wal) > d->compact_bytes &&
+    if (r == 0 && d->compact_bytes > 0 && wal_is_due(d) &&
         d->applied + 1 == iqdb__wal_next_seq(d->wal)) {
         int c = compact_locked(db, d);
         if (c != 0)
@@ -605,6 +630,7 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
      * reset replays nothing twice (frames <= last_seq are skipped). */
     d->snap_seq = d->applied;
     d->snap_current = 1;
+    d->snap_bytes = snapshot_size(d->dir);
     r = iqdb__wal_reset(d->wal);
     if (r != 0) {
         iqdb__retag_error(d->wal, db);

@@ -353,7 +353,11 @@ IQDB_API int iqdb_config_set_rebuild(iqdb_config *cfg, int allow);
 IQDB_API int iqdb_config_set_strict_recovery(iqdb_config *cfg, int strict);
 
 /* Fold the write-ahead log into a new snapshot automatically once it
- * grows past `bytes` (default 64 MiB; 0 turns automatic compaction off). */
+ * grows past `bytes` (default 64 MiB; 0 turns automatic compaction off)
+ * and past the size of the snapshot itself. A compaction rewrites the
+ * whole snapshot; the second condition keeps the bytes it writes within
+ * about twice the bytes written to the database, however large it grows
+ * (so a large database's log may grow to the snapshot's size). */
 IQDB_API int iqdb_config_set_compact_bytes(iqdb_config *cfg, uint64_t bytes);
 
 /* ------------------------------------------------------------------ */

@@ -23,9 +23,10 @@
  *                    core's vectors, no copy) or "bf16" (a bfloat16 copy
  *                    of each vector, 2 bytes a dimension: half the memory
  *                    traffic; not for hamming). bench/bench_hnsw measured
- *                    bf16 at 0.88x to 1.05x the single-thread queries
+ *                    bf16 at 0.88x to 1.35x the single-thread queries
  *                    per second of "float" at equal recall (Fashion-MNIST
- *                    and clustered 128-d data, 2-core machine) for 40% to
+ *                    and clustered 128-d data, a shared 2-core machine:
+ *                    the spread is mostly run-to-run noise) for 40% to
  *                    50% more memory, so "float" stays the default; bf16
  *                    may pay where memory bandwidth is what limits (many
  *                    threads on few memory channels). Results are

@@ -11,8 +11,8 @@
  *
  *   bench_hnsw [--dataset fmnist|generated|both] [--n N] [--nq N] [--k K]
  *              [--ef LIST] [--threads LIST] [--m M] [--ef-construction E]
- *              [--seed S] [--no-peers] [--peer-dir DIR] [--fmnist-dir DIR]
- *              [--csv FILE]
+ *              [--seed S] [--no-peers] [--no-filtered] [--peer-dir DIR]
+ *              [--fmnist-dir DIR] [--csv FILE]
  *
  * How each system is measured, the same way for all:
  *   build   one call that adds every base vector (iqdb_upsert_batch;
@@ -25,6 +25,12 @@
  *   search  every query one at a time on 1 thread at each ef, the whole
  *           loop timed after a 10-query warm-up, on the graph built with
  *           the last --threads count.
+ * Then (iqdb only, unless --no-filtered) a second hnsw database whose
+ * records carry {"b": hash(id) mod 1000} answers the queries with the
+ * filter b < t at selectivity 50%, 10%, 1% and 0.1% at the default
+ * ef_search, scored against a flat database holding the same records
+ * under the same filter; then a random half of the records is deleted
+ * from both, one by one, and unfiltered recall is measured again.
  * The QPS each system reaches at a recall target is read off its Pareto
  * frontier, interpolating linearly in recall between the two sweep points
  * that bracket the target.
@@ -85,6 +91,7 @@ typedef struct opts {
     int threads[MAX_T];
     size_t nthreads;
     int peers;
+    int filtered; /* measure filtered recall and recall after deletes */
     const char *peer_dir;
     const char *fmnist_dir;
     const char *csv;
@@ -986,6 +993,8 @@ static void write_csv(FILE *f, const char *name, const sysrun *runs,
 /* ------------------------------------------------------------------ */
 /* One data set                                                         */
 
+static void bench_filtered(const ds_dataset *d, const opts *o);
+
 static int bench_dataset(const ds_dataset *d, const opts *o, const peers *pe,
                          FILE *csv)
 {
@@ -1015,9 +1024,124 @@ static int bench_dataset(const ds_dataset *d, const opts *o, const peers *pe,
     missed = print_targets(d->name, runs, o);
     if (csv != NULL)
         write_csv(csv, d->name, runs, o);
+    if (o->filtered)
+        bench_filtered(d, o);
     free(truth);
     fflush(stdout);
     return missed;
+}
+
+/* ------------------------------------------------------------------ */
+/* Filtered search and deletes (iqdb)                                    */
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Recall and single-thread QPS of hn against fl, both under filter f
+ * (NULL: none), at the default ef_search. */
+static double filtered_pass(iqdb *hn, iqdb *fl, const ds_matrix *q,
+                            const iqdb_filter *f, const opts *o,
+                            double *qps)
+{
+    size_t nq = q->rows, k = o->k, i;
+    int32_t *truth = xcalloc(nq * k, sizeof(*truth));
+    int32_t *got = xcalloc(nq * k, sizeof(*got));
+    iqdb_results *res = NULL;
+    double t0, r;
+    int rc;
+
+    set_threads(o->threads[o->nthreads - 1]);
+    rc = iqdb_search_batch(fl, q->data, nq, (uint32_t)q->dim, k, f, NULL,
+                           &res);
+    if (rc != 0)
+        die_lib(fl, rc, "iqdb_search_batch (filtered oracle)");
+    for (i = 0; i < nq; i++)
+        take_ids(res, i, truth + i * k, k);
+    iqdb_results_free(res);
+    set_threads(1);
+    t0 = now_s();
+    for (i = 0; i < nq; i++) {
+        rc = iqdb_search(hn, q->data + i * q->dim, (uint32_t)q->dim, k, f,
+                         NULL, &res);
+        if (rc != 0)
+            die_lib(hn, rc, "iqdb_search (filtered)");
+        take_ids(res, 0, got + i * k, k);
+        iqdb_results_free(res);
+    }
+    *qps = (double)nq / (now_s() - t0);
+    r = recall_of(got, truth, nq, k);
+    free(truth);
+    free(got);
+    return r;
+}
+
+static void bench_filtered(const ds_dataset *d, const opts *o)
+{
+    static const int64_t below[] = {500, 100, 10, 1};
+    size_t n = d->base.rows, i, j, deleted = 0;
+    iqdb_record *recs = make_records(&d->base);
+    iqdb *hn, *fl;
+    double t0, qps, r;
+
+    printf("\n  filtered search and deletes (iqdb, default ef_search; "
+           "records carry b = hash(id) mod 1000):\n");
+    for (i = 0; i < n; i++) {
+        iqdb_meta *m = iqdb_meta_new();
+        if (m == NULL || iqdb_meta_set(m, "b", iqdb_value_int((int64_t)(
+                                                   mix64(i) % 1000))) != 0) {
+            fprintf(stderr, "%s: out of memory for metadata\n", prog);
+            exit(1);
+        }
+        recs[i].meta = m;
+    }
+    hn = open_db(d->base.dim, "hnsw", o, NULL);
+    fl = open_db(d->base.dim, "flat", o, NULL);
+    set_threads(o->threads[o->nthreads - 1]);
+    fill(hn, &d->base, recs);
+    fill(fl, &d->base, recs);
+    for (i = 0; i < n; i++)
+        iqdb_meta_free((iqdb_meta *)recs[i].meta);
+    free(recs);
+    for (j = 0; j < sizeof(below) / sizeof(below[0]); j++) {
+        iqdb_filter *f = iqdb_filter_lt("b", iqdb_value_int(below[j]));
+        if (f == NULL) {
+            fprintf(stderr, "%s: out of memory for a filter\n", prog);
+            exit(1);
+        }
+        r = filtered_pass(hn, fl, &d->queries, f, o, &qps);
+        printf("    filter b < %-3lld (selectivity %5.1f%%): recall@%zu "
+               "%.4f, %8.0f QPS%s\n",
+               (long long)below[j], (double)below[j] / 10.0, o->k, r, qps,
+               r >= 0.95 ? "" : "   (below 0.95)");
+        iqdb_filter_free(f);
+    }
+    r = filtered_pass(hn, fl, &d->queries, NULL, o, &qps);
+    printf("    no filter:                         recall@%zu %.4f, %8.0f "
+           "QPS\n", o->k, r, qps);
+    t0 = now_s();
+    for (i = 0; i < n; i++) {
+        int rc;
+        if (mix64(i ^ 0x5bd1e995u) & 1)
+            continue;
+        if ((rc = iqdb_delete(hn, iqdb_id_u64(i), NULL)) != 0)
+            die_lib(hn, rc, "iqdb_delete");
+        if ((rc = iqdb_delete(fl, iqdb_id_u64(i), NULL)) != 0)
+            die_lib(fl, rc, "iqdb_delete (flat)");
+        deleted++;
+    }
+    t0 = now_s() - t0;
+    r = filtered_pass(hn, fl, &d->queries, NULL, o, &qps);
+    printf("    after deleting %zu of %zu at random (one by one, %.1f s "
+           "with the flat copy's): recall@%zu %.4f, %8.0f QPS\n",
+           deleted, n, t0, o->k, r, qps);
+    fflush(stdout);
+    iqdb_close(hn);
+    iqdb_close(fl);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1040,6 +1164,8 @@ static void usage(FILE *f)
             "  --seed S            level seed for iqdb and hnswlib "
             "(default 42)\n"
             "  --no-peers          iqdb only\n"
+            "  --no-filtered       skip filtered recall and recall after "
+            "deleting half\n"
             "  --peer-dir DIR      where hnswlib_peer.cpp and "
             "faiss_peer.py are\n"
             "  --fmnist-dir DIR    (default " DS_FMNIST_DIR ")\n"
@@ -1097,6 +1223,7 @@ static void parse_opts(int argc, char **argv, opts *o)
 
     memset(o, 0, sizeof(*o));
     o->want_fmnist = o->want_generated = 1;
+    o->filtered = 1;
     o->nq = 1000;
     o->k = 10;
     o->m = 16;
@@ -1111,7 +1238,9 @@ static void parse_opts(int argc, char **argv, opts *o)
     o->fmnist_dir = DS_FMNIST_DIR;
     for (a = 1; a < argc; a++) {
         const char *s = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
-        int takes = strcmp(s, "--no-peers") != 0 && strcmp(s, "--help") != 0 &&
+        int takes = strcmp(s, "--no-peers") != 0 &&
+                    strcmp(s, "--no-filtered") != 0 &&
+                    strcmp(s, "--help") != 0 &&
                     strcmp(s, "-h") != 0;
 
         if (takes && v == NULL) {
@@ -1148,6 +1277,8 @@ static void parse_opts(int argc, char **argv, opts *o)
                 o->threads[i] = (int)tmp[i];
         } else if (strcmp(s, "--no-peers") == 0) {
             o->peers = 0;
+        } else if (strcmp(s, "--no-filtered") == 0) {
+            o->filtered = 0;
         } else if (strcmp(s, "--peer-dir") == 0) {
             o->peer_dir = v;
         } else if (strcmp(s, "--fmnist-dir") == 0) {

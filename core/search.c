@@ -1,13 +1,23 @@
 /*
  * core/search.c - query validation, filter planning and dispatch.
  *
- * A filter is planned per call: it is evaluated once over the live
- * records into an allowed-slot bitmap. When few records match (at most
- * SCAN_MAX, or the index cannot take a bitmap) the core answers exactly
- * by scoring just those records; otherwise the bitmap goes into the
- * index's own search, so an approximate index filters during traversal
- * rather than after it. Either way a filtered query returns
- * min(k, matches) hits.
+ * A filter is planned per call. Usually it is evaluated once over the
+ * live records into an allowed-slot bitmap. When few records match (at
+ * most SCAN_MAX, or the index cannot take a bitmap) the core answers
+ * exactly by scoring just those records; otherwise the bitmap goes into
+ * the index's own search, so an approximate index filters during
+ * traversal rather than after it.
+ *
+ * Evaluating the filter on every record costs more than the search
+ * itself on a large database (200k records: about 3 ms against 0.05 ms
+ * for an HNSW query). So when the index takes a predicate, the call has
+ * few queries, and a sample of the records says that many match, the
+ * filter goes to the index as a predicate instead, evaluated only on the
+ * nodes the search visits, with the sample's estimate of the matches. If
+ * the index then returns fewer than k hits for any query, the estimate
+ * was wrong and the call is planned again with the full bitmap.
+ *
+ * Either way a filtered query returns min(k, matches) hits.
  */
 #include "config.h"
 
@@ -20,6 +30,13 @@
 
 /* Filters matching at most this many records are answered by a scan. */
 #define SCAN_MAX 2048
+/* Lazy (predicate) planning: records sampled for the estimate, the least
+ * estimated matches, and the most filter evaluations per query a search
+ * is assumed to make (a call with nq queries goes lazy only when
+ * nq * LAZY_EVALS is below the record count). */
+#define LAZY_SAMPLE 512
+#define LAZY_MIN_MATCH (4 * SCAN_MAX)
+#define LAZY_EVALS 4096
 
 typedef struct plan {
     iqdb_filter_arg arg;
@@ -27,14 +44,60 @@ typedef struct plan {
     uint64_t *match; /* matching slots, when scanning */
     size_t nmatch;
     int scan;
+    int lazy; /* the filter goes to the index as a predicate */
+    iqdb *db;
+    const iqdb_filter *f;
 } plan;
 
-static int make_plan(iqdb *db, const iqdb_filter *f, size_t k, plan *p)
+static int plan_pred(void *ctx, uint64_t slot)
+{
+    const plan *p = ctx;
+    const iqdb_store *s = &p->db->store;
+    return iqdb__store_is_live(s, slot) &&
+           iqdb_filter_eval(p->f, s->meta[slot]);
+}
+
+/* Estimated live records matching f, from LAZY_SAMPLE live records
+ * spread evenly over the slots (deterministic). */
+static uint64_t estimate_matches(const iqdb *db, const iqdb_filter *f)
+{
+    const iqdb_store *s = &db->store;
+    uint64_t seen = 0, hit = 0;
+    for (uint64_t i = 0; i < LAZY_SAMPLE; i++) {
+        uint64_t slot = (2 * i + 1) * s->limit / (2 * LAZY_SAMPLE);
+        while (slot < s->limit && !iqdb__store_is_live(s, slot))
+            slot++;
+        if (slot >= s->limit)
+            break;
+        seen++;
+        hit += (uint64_t)iqdb_filter_eval(f, s->meta[slot]);
+    }
+    return seen ? (uint64_t)((double)hit / (double)seen *
+                             (double)s->count)
+                : 0;
+}
+
+static int make_plan(iqdb *db, const iqdb_filter *f, size_t k, size_t nq,
+                     int allow_lazy, plan *p)
 {
     const iqdb_store *s = &db->store;
     memset(p, 0, sizeof *p);
+    p->db = db;
+    p->f = f;
     if (f == NULL)
         return 0;
+    if (allow_lazy && (db->ops->caps & IQDB_CAP_FILTER_PREDICATE) &&
+        nq < s->count / LAZY_EVALS) {
+        uint64_t est = estimate_matches(db, f);
+        if (est >= LAZY_MIN_MATCH && est >= k) {
+            p->lazy = 1;
+            p->arg.struct_size = sizeof p->arg;
+            p->arg.allowed_count = est;
+            p->arg.pred = plan_pred;
+            p->arg.pctx = p;
+            return 0;
+        }
+    }
     size_t words = (size_t)((s->limit + 63) / 64);
     p->bits = iqdb__calloc(words ? words : 1, sizeof *p->bits);
     if (p->bits == NULL)
@@ -118,7 +181,7 @@ static int check_out(iqdb *db, const plan *p, const iqdb_search_args *a,
     for (size_t i = 0; i < a->out_count; i++) {
         uint64_t slot = a->out[i].slot;
         if (!iqdb__store_is_live(&db->store, slot) ||
-            (p->bits && !iqdb_filter_arg_allows(&p->arg, slot)))
+            ((p->bits || p->lazy) && !iqdb_filter_arg_allows(&p->arg, slot)))
             return iqdb__set_error(db, IQDB_EINTERNAL,
                                    "index '%s' returned slot %llu that is "
                                    "not live or not allowed",
@@ -138,7 +201,7 @@ static int run_index(iqdb *db, const plan *p, const iqdb_params *params,
         args[q].struct_size = sizeof args[q];
         args[q].query = queries + q * db->dim;
         args[q].k = k;
-        args[q].filter = p->bits ? &p->arg : NULL;
+        args[q].filter = p->bits || p->lazy ? &p->arg : NULL;
         args[q].params = params ? params->kv : NULL;
         args[q].nparams = params ? params->n : 0;
         args[q].out = nb + q * k;
@@ -199,7 +262,9 @@ static int search_locked(iqdb *db, const float *queries, size_t nq, size_t k,
                          iqdb_results **out)
 {
     plan p;
-    int r = make_plan(db, filter, k, &p);
+    int lazy_ok = 1;
+again:;
+    int r = make_plan(db, filter, k, nq, lazy_ok, &p);
     if (r != 0)
         goto done;
     uint64_t avail = p.bits ? p.arg.allowed_count : db->store.count;
@@ -219,6 +284,17 @@ static int search_locked(iqdb *db, const float *queries, size_t nq, size_t k,
                 : run_index(db, &p, params, queries, nq, kk, nb, counts);
         if (r != 0)
             goto free_bufs;
+    }
+    /* The estimate promised at least k matches; a short answer means it
+     * was wrong (or the index gave up): plan again with the bitmap. */
+    for (size_t q = 0; p.lazy && q < nq; q++) {
+        if (counts[q] < kk) {
+            iqdb__free(nb);
+            iqdb__free(counts);
+            free_plan(&p);
+            lazy_ok = 0;
+            goto again;
+        }
     }
     r = iqdb__results_build(db, nb, counts, nq, kk, out);
     if (r != 0)

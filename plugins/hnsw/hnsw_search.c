@@ -780,10 +780,11 @@ int hnsw__search(hnsw *h, iqdb_search_args *a)
          * recall at the same ef). filter_widen adds a margin per decade
          * of selectivity: ef times 1 + floor(log10(1 / selectivity)),
          * at most filter_widen. A predicate alone has unknown
-         * selectivity: the full filter_widen. */
+         * selectivity (unless the core passes an estimate in
+         * allowed_count): the full filter_widen. */
         uint64_t w = widen;
-        if (f->allowed != NULL) {
-            if (f->allowed_count < target)
+        if (f->allowed != NULL || f->allowed_count > 0) {
+            if (f->allowed != NULL && f->allowed_count < target)
                 target = f->allowed_count;
             uint64_t dec = 1;
             for (uint64_t x = f->allowed_count * 10; x <= h->nlive && dec < w;

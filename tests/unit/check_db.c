@@ -483,6 +483,74 @@ START_TEST(test_db_filtered_exact_without_index_filter)
 }
 END_TEST
 
+/* Lazy filter planning on a large database: the filter goes to the index
+ * as a predicate with an estimate, and a short answer makes the core plan
+ * again with the bitmap. The shortpred fixture answers a predicate-only
+ * filter with one hit, the farthest allowed one. */
+START_TEST(test_db_filter_lazy_plan)
+{
+    const char *dir = getenv("IQDB_FIXTURE_DIR");
+    ck_assert_ptr_nonnull(dir);
+    ck_assert_int_eq(iqdb_plugin_add_dir(dir), 0);
+    enum { N = 20000 };
+    iqdb *db = tu_open(2, IQDB_METRIC_EUCLIDEAN, "shortpred");
+    iqdb *flat = tu_open(2, IQDB_METRIC_EUCLIDEAN, "flat");
+    for (uint64_t i = 0; i < N; i++) {
+        float v[2] = {(float)(i % 1000), (float)(i / 1000)};
+        iqdb_meta *m = iqdb_meta_new();
+        iqdb_meta_set(m, "even", iqdb_value_bool(i % 2 == 0));
+        ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(i), v, 2, m), 0);
+        ck_assert_int_eq(iqdb_upsert(flat, iqdb_id_u64(i), v, 2, m), 0);
+        iqdb_meta_free(m);
+    }
+    iqdb_filter *f = iqdb_filter_eq("even", iqdb_value_bool(1));
+    float q[2] = {10.2f, 3.1f};
+    iqdb_results *r, *want;
+    /* k = 1: the lazy plan's (deliberately wrong) single hit stands, which
+     * shows the predicate went to the index. */
+    ck_assert_int_eq(iqdb_search(db, q, 2, 1, f, NULL, &r), 0);
+    ck_assert_uint_eq(iqdb_results_count(r, 0), 1);
+    uint64_t far = iqdb_results_hits(r, 0)[0].id.v.u64;
+    ck_assert_uint_eq(far % 2, 0);
+    ck_assert_float_gt(iqdb_results_hits(r, 0)[0].distance, 900.0f);
+    iqdb_results_free(r);
+    /* k = 10: one hit is short, so the core re-plans with the bitmap and
+     * the answer is exact. */
+    ck_assert_int_eq(iqdb_search(db, q, 2, 10, f, NULL, &r), 0);
+    ck_assert_int_eq(iqdb_search(flat, q, 2, 10, f, NULL, &want), 0);
+    ck_assert_uint_eq(iqdb_results_count(r, 0), 10);
+    ck_assert_uint_eq(iqdb_results_count(want, 0), 10);
+    for (size_t i = 0; i < 10; i++)
+        ck_assert_uint_eq(iqdb_results_hits(r, 0)[i].id.v.u64,
+                          iqdb_results_hits(want, 0)[i].id.v.u64);
+    iqdb_results_free(r);
+    iqdb_results_free(want);
+    /* Flat takes the lazy plan too and stays exact, as does a batch
+     * (bitmap: several queries share one evaluation). */
+    float qs[4] = {500.5f, 10.0f, 3.0f, 19.0f};
+    iqdb_results *a, *b;
+    ck_assert_int_eq(iqdb_search(flat, qs, 2, 7, f, NULL, &a), 0);
+    ck_assert_int_eq(iqdb_search_batch(flat, qs, 2, 2, 7, f, NULL, &b), 0);
+    for (size_t i = 0; i < 7; i++) {
+        ck_assert_uint_eq(iqdb_results_hits(a, 0)[i].id.v.u64,
+                          iqdb_results_hits(b, 0)[i].id.v.u64);
+        ck_assert_uint_eq(iqdb_results_hits(a, 0)[i].id.v.u64 % 2, 0);
+    }
+    iqdb_results_free(a);
+    iqdb_results_free(b);
+    /* A filter too selective for the estimate (1 in 1000) is planned with
+     * the bitmap and scanned: exact even with shortpred. */
+    iqdb_filter *rare = iqdb_filter_lt("id_mod", iqdb_value_int(0));
+    ck_assert_int_eq(iqdb_search(db, q, 2, 3, rare, NULL, &r), 0);
+    ck_assert_uint_eq(iqdb_results_count(r, 0), 0);
+    iqdb_results_free(r);
+    iqdb_filter_free(rare);
+    iqdb_filter_free(f);
+    iqdb_close(db);
+    iqdb_close(flat);
+}
+END_TEST
+
 START_TEST(test_db_filter_min_k_matches)
 {
     iqdb *db = fill_ref(NULL);
@@ -751,6 +819,7 @@ static Suite *db_suite(void)
         {"filtered_exact_without_index_filter",
          test_db_filtered_exact_without_index_filter},
         {"filter_min_k_matches", test_db_filter_min_k_matches},
+        {"filter_lazy_plan", test_db_filter_lazy_plan},
         {"batch_matches_single", test_db_batch_matches_single},
         {"delete_rebuilds_index_without_remove",
          test_db_delete_rebuilds_index_without_remove},

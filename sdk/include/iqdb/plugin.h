@@ -230,7 +230,10 @@ typedef struct iqdb_filter_arg {
     const uint64_t *allowed;
     uint64_t nbits;
     /* Number of allowed slots that are live (lets an index size its
-     * search or switch to scanning). */
+     * search or switch to scanning). With a predicate and no bitmap: an
+     * estimate of it from a sample (0: unknown), never to be taken as
+     * exact: when the index returns fewer than k hits, the core plans
+     * the query again with the full bitmap. */
     uint64_t allowed_count;
     /* Predicate: non-zero = allowed. NULL: no predicate. Thread-safe. */
     int (*pred)(void *pctx, uint64_t slot);

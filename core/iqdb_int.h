@@ -88,12 +88,14 @@ uint64_t iqdb__arena_memory(const iqdb_arena *a);
 
 /* ---- id map (idmap.c) ----------------------------------------------- */
 /* Open addressing with linear probing and backward-shift deletion. It
- * stores (hash, slot) pairs; keys are compared through the caller's ids
- * table, so each id is kept once. */
+ * stores (tag, slot) pairs of 32 bits each, the tag being the low half of
+ * the id's hash; keys are compared through the caller's ids table, so
+ * each id is kept once. Slots must be below IQDB_IDMAP_MAX_SLOT. */
+#define IQDB_IDMAP_MAX_SLOT 0xffffffffu
 typedef struct iqdb_idmap {
-    uint64_t *hashes; /* 0 = empty */
-    uint64_t *slots;
-    size_t cap; /* power of two */
+    uint32_t *tags; /* 0 = empty */
+    uint32_t *slots;
+    size_t cap; /* power of two, at most 2^32 */
     size_t count;
 } iqdb_idmap;
 

@@ -88,9 +88,12 @@ static int grow(void **arr, size_t elem, uint64_t old_cap, uint64_t cap)
 
 static int grow_slots(iqdb_store *s, uint64_t need)
 {
-    uint64_t cap = s->cap ? s->cap : 64;
-    while (cap < need)
-        cap *= 2;
+    /* Double (amortised growth for one-by-one inserts), or take exactly
+     * what a large batch needs rather than round it up to a power of
+     * two. */
+    uint64_t cap = s->cap ? s->cap * 2 : 64;
+    if (cap < need)
+        cap = need;
     uint64_t words_old = (s->cap + 63) / 64, words = (cap + 63) / 64;
     /* Each array is grown separately; a failure leaves the larger ones in
      * place, which is harmless: cap only moves once all succeeded. */
@@ -108,7 +111,8 @@ int iqdb__store_reserve(iqdb_store *s, size_t n)
 {
     uint64_t fresh = n > s->nfree ? n - s->nfree : 0;
     uint64_t need = s->limit + fresh;
-    if (need < s->limit || need > ((uint64_t)1 << 40))
+    /* The id map keeps 32-bit slots. */
+    if (need < s->limit || need >= IQDB_IDMAP_MAX_SLOT)
         return IQDB_ENOMEM;
     if (need > s->cap && grow_slots(s, need) != 0)
         return IQDB_ENOMEM;

@@ -1573,14 +1573,14 @@ static int cmd_plugins(int argc, char **argv)
         }
         printf("]\n");
     } else {
-        printf("%-10s %-6s %-8s %-4s %-40s %s\n", "NAME", "KIND", "VERSION",
+        printf("%-10s %-6s %-8s %-4s %-52s %s\n", "NAME", "KIND", "VERSION",
                "ABI", "CAPABILITIES", "FILE");
         for (size_t i = 0; i < n; i++) {
             char caps[200], abi[16];
             caps_text(pl[i].caps, caps, sizeof caps);
             snprintf(abi, sizeof abi, "%u.%u", pl[i].abi_major,
                      pl[i].abi_minor);
-            printf("%-10s %-6s %-8s %-4s %-40s %s\n", pl[i].name,
+            printf("%-10s %-6s %-8s %-4s %-52s %s\n", pl[i].name,
                    kind_name(pl[i].kind), pl[i].version, abi,
                    caps[0] ? caps : "-", pl[i].file);
         }

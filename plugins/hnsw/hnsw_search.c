@@ -246,16 +246,9 @@ void hnsw__dist_ids(const hnsw_ctx *c, const float *a, float an,
     const hnsw *h = c->h;
     if (h->codes == NULL) {
         const float **v = c->sc->vecs;
-        /* Ask for the first lines of every vector before scoring any:
-         * their misses then overlap instead of queueing one after the
-         * other; the hardware streams the rest of a long vector. */
-        size_t lines = ((size_t)h->dim * sizeof(float) + 63) / 64;
-        if (lines > 4)
-            lines = 4;
         for (size_t j = 0; j < n; j++) {
             v[j] = hnsw__vec(c, ids[j]);
-            for (size_t l = 0; l < lines; l++)
-                __builtin_prefetch((const char *)v[j] + 64 * l);
+            __builtin_prefetch(v[j]);
         }
         h->kern->dist_gather(h->metric, a, v, n, h->dim, out);
         return;

@@ -23,8 +23,9 @@
  *           already loaded: the index's own copy of the vectors plus the
  *           graph;
  *   search  every query one at a time on 1 thread at each ef, the whole
- *           loop timed after a 10-query warm-up, on the graph built with
- *           the last --threads count.
+ *           loop timed after a 10-query warm-up, the best of up to 5
+ *           passes within 0.3 s, on the graph built with the last
+ *           --threads count.
  * Then (iqdb only, unless --no-filtered) a second hnsw database whose
  * records carry {"b": hash(id) mod 1000} answers the queries with the
  * filter b < t at selectivity 50%, 10%, 1% and 0.1% at the default
@@ -401,16 +402,25 @@ static void sweep_iqdb(iqdb *db, const ds_matrix *q, const int32_t *truth,
                 die_lib(db, rc, "iqdb_search");
             iqdb_results_free(res);
         }
-        t0 = now_s();
-        for (i = 0; i < q->rows; i++) {
-            rc = iqdb_search(db, q->data + i * q->dim, (uint32_t)q->dim,
-                             o->k, NULL, p, &res);
-            if (rc != 0)
-                die_lib(db, rc, "iqdb_search");
-            take_ids(res, 0, ids + i * o->k, o->k);
-            iqdb_results_free(res);
+        /* The best of up to 5 timed passes, stopping once 0.3 s have
+         * gone; the peers time the same way. */
+        double best = 0.0, start = now_s();
+        for (int pass = 0; pass < 5 && (pass == 0 || now_s() - start < 0.3);
+             pass++) {
+            t0 = now_s();
+            for (i = 0; i < q->rows; i++) {
+                rc = iqdb_search(db, q->data + i * q->dim, (uint32_t)q->dim,
+                                 o->k, NULL, p, &res);
+                if (rc != 0)
+                    die_lib(db, rc, "iqdb_search");
+                take_ids(res, 0, ids + i * o->k, o->k);
+                iqdb_results_free(res);
+            }
+            double qps = (double)q->rows / (now_s() - t0);
+            if (qps > best)
+                best = qps;
         }
-        s->qps[e] = (double)q->rows / (now_s() - t0);
+        s->qps[e] = best;
         s->recall[e] = recall_of(ids, truth, q->rows, o->k);
     }
     s->ran = 1;

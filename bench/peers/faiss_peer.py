@@ -19,7 +19,8 @@ is its row number.
 The peer loads both files, builds the index on T threads (only the add
 call is timed), then for each ef in the list searches every query one at
 a time on 1 thread (omp_set_num_threads(1) and one index.search() call
-per query; the whole loop is timed) and, with --batch, all queries in one
+per query; the whole loop is timed, best of up to 5 passes within 0.3 s)
+and, with --batch, all queries in one
 search call on T threads. Stdout carries one fact per line as
 whitespace-separated key=value pairs and nothing else:
 
@@ -155,10 +156,15 @@ def run(args):
         faiss.omp_set_num_threads(1)
         for q in rows[:10]:  # warm-up
             index.search(q, k)
-        t0 = time.perf_counter()
-        for i, q in enumerate(rows):
-            ids[i] = index.search(q, k)[1][0]
-        qps = len(rows) / (time.perf_counter() - t0)
+        # The best of up to 5 timed passes, stopping once 0.3 s have gone
+        # (a single short pass is at the mercy of the scheduler).
+        qps, start, npass = 0.0, time.perf_counter(), 0
+        while npass < 5 and (npass == 0 or time.perf_counter() - start < 0.3):
+            t0 = time.perf_counter()
+            for i, q in enumerate(rows):
+                ids[i] = index.search(q, k)[1][0]
+            qps = max(qps, len(rows) / (time.perf_counter() - t0))
+            npass += 1
         report(args, ef, "single", qps, ids)
         if args.batch:
             faiss.omp_set_num_threads(args.threads)

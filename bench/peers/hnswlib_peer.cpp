@@ -22,7 +22,8 @@
  *
  * The peer loads both files, builds the index on T threads (only the add
  * calls are timed), then for each ef in the list searches every query one
- * at a time on 1 thread (searchKnn in a loop; the whole loop is timed)
+ * at a time on 1 thread (searchKnn in a loop; the whole loop is timed,
+ * best of up to 5 passes within 0.3 s)
  * and, with --batch, all queries again in parallel on T threads. Stdout
  * carries one fact per line as whitespace-separated key=value pairs and
  * nothing else:
@@ -268,11 +269,21 @@ int run(const Options &o)
         index->setEf(ef);
         for (size_t q = 0; q < qs.rows && q < 10; q++) /* warm-up */
             take(index->searchKnn(qs.row(q), o.k), ids.data() + q * o.k, o.k);
-        t0 = now_s();
-        for (size_t q = 0; q < qs.rows; q++)
-            take(index->searchKnn(qs.row(q), o.k), ids.data() + q * o.k, o.k);
-        report_search(o, ef, "single", (double)qs.rows / (now_s() - t0), ids,
-                      qs.rows);
+        /* The best of up to 5 timed passes, stopping once 0.3 s have
+         * gone: a single pass of a few milliseconds is at the mercy of
+         * the scheduler on a shared machine. */
+        double best = 0.0, start = now_s();
+        for (int pass = 0; pass < 5 && (pass == 0 || now_s() - start < 0.3);
+             pass++) {
+            t0 = now_s();
+            for (size_t q = 0; q < qs.rows; q++)
+                take(index->searchKnn(qs.row(q), o.k), ids.data() + q * o.k,
+                     o.k);
+            double qps = (double)qs.rows / (now_s() - t0);
+            if (qps > best)
+                best = qps;
+        }
+        report_search(o, ef, "single", best, ids, qs.rows);
         if (!o.batch)
             continue;
         t0 = now_s();

@@ -222,6 +222,38 @@ static int usage_error(const char *cmd, const char *usage)
     return CLI_EXIT_USAGE;
 }
 
+/* Options of the commands that take only --help and, when json is not
+ * NULL, --json; then from min to max operands (max < 0: no limit).
+ * Returns -1 to go on, or the exit code to return. */
+static int simple_opts(int argc, char **argv, const char *name,
+                       const char *usage, int *json, int min, int max)
+{
+    static const struct option with_json[] = {
+        {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    static const struct option help_only[] = {
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    if (json != NULL)
+        *json = 0;
+    while ((c = getopt_long(argc, argv, "h", json ? with_json : help_only,
+                            NULL)) != -1) {
+        if (c == 'j') {
+            *json = 1;
+        } else if (c == 'h') {
+            fputs(usage, stdout);
+            return 0;
+        } else {
+            return usage_error(NULL, usage);
+        }
+    }
+    int n = argc - optind;
+    if (n < min || (max >= 0 && n > max))
+        return usage_error(name, usage);
+    return -1;
+}
+
 /* Parse "0.1,0.2 0.3" into a new float array. */
 static int parse_vector_text(const char *s, float **out, uint32_t *dim)
 {
@@ -1058,24 +1090,13 @@ static const char get_usage[] =
 
 static int cmd_get(int argc, char **argv)
 {
-    static const struct option lo[] = {{"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'j')
-            json = 1;
-        else if (c == 'h') {
-            fputs(get_usage, stdout);
-            return 0;
-        } else
-            return usage_error(NULL, get_usage);
-    }
-    if (optind != argc - 2)
-        return usage_error("get", get_usage);
+    int json;
+    int rc = simple_opts(argc, argv, "get", get_usage, &json, 2, 2);
+    if (rc >= 0)
+        return rc;
     const char *dir = argv[optind];
     iqdb *db;
-    int rc = open_existing(dir, 1, NULL, &db);
+    rc = open_existing(dir, 1, NULL, &db);
     if (rc != 0)
         return rc;
     uint32_t dim = iqdb_dim(db);
@@ -1120,21 +1141,12 @@ static const char delete_usage[] =
 
 static int cmd_delete(int argc, char **argv)
 {
-    static const struct option lo[] = {{"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(delete_usage, stdout);
-            return 0;
-        }
-        return usage_error(NULL, delete_usage);
-    }
-    if (optind > argc - 2)
-        return usage_error("delete", delete_usage);
+    int rc = simple_opts(argc, argv, "delete", delete_usage, NULL, 2, -1);
+    if (rc >= 0)
+        return rc;
     const char *dir = argv[optind];
     iqdb *db;
-    int rc = open_existing(dir, 0, NULL, &db);
+    rc = open_existing(dir, 0, NULL, &db);
     if (rc != 0)
         return rc;
     size_t present = 0, asked = 0;
@@ -1213,24 +1225,13 @@ static void jstr(const char *key, const char *val, int comma)
 
 static int cmd_info(int argc, char **argv)
 {
-    static const struct option lo[] = {{"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'j')
-            json = 1;
-        else if (c == 'h') {
-            fputs(info_usage, stdout);
-            return 0;
-        } else
-            return usage_error(NULL, info_usage);
-    }
-    if (optind != argc - 1)
-        return usage_error("info", info_usage);
+    int json;
+    int rc = simple_opts(argc, argv, "info", info_usage, &json, 1, 1);
+    if (rc >= 0)
+        return rc;
     const char *dir = argv[optind];
     iqdb *db;
-    int rc = open_existing(dir, 1, NULL, &db);
+    rc = open_existing(dir, 1, NULL, &db);
     if (rc != 0)
         return rc;
     iqdb_stats st;
@@ -1316,21 +1317,12 @@ static const char compact_usage[] =
 
 static int cmd_compact(int argc, char **argv)
 {
-    static const struct option lo[] = {{"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(compact_usage, stdout);
-            return 0;
-        }
-        return usage_error(NULL, compact_usage);
-    }
-    if (optind != argc - 1)
-        return usage_error("compact", compact_usage);
+    int rc = simple_opts(argc, argv, "compact", compact_usage, NULL, 1, 1);
+    if (rc >= 0)
+        return rc;
     const char *dir = argv[optind];
     iqdb *db;
-    int rc = open_existing(dir, 0, NULL, &db);
+    rc = open_existing(dir, 0, NULL, &db);
     if (rc != 0)
         return rc;
     iqdb_stats a, b;
@@ -1383,27 +1375,16 @@ static void check_cb(void *ctx, const char *file, uint64_t off, int damage,
 
 static int cmd_check(int argc, char **argv)
 {
-    static const struct option lo[] = {{"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'j')
-            json = 1;
-        else if (c == 'h') {
-            fputs(check_usage, stdout);
-            return 0;
-        } else
-            return usage_error(NULL, check_usage);
-    }
-    if (optind != argc - 1)
-        return usage_error("check", check_usage);
+    int json;
+    int rc = simple_opts(argc, argv, "check", check_usage, &json, 1, 1);
+    if (rc >= 0)
+        return rc;
+    rc = 0;
     const char *dir = argv[optind];
     check_out o = {json, 0};
     if (json)
         printf("{\"findings\":[");
     int r = iqdb_check(dir, NULL, check_cb, &o);
-    int rc = 0;
     if (r == IQDB_ECORRUPT)
         rc = CLI_EXIT_DAMAGE;
     else if (r != 0 && !json)
@@ -1533,21 +1514,10 @@ static const char plugins_usage[] =
 
 static int cmd_plugins(int argc, char **argv)
 {
-    static const struct option lo[] = {{"json", no_argument, 0, 'j'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'j')
-            json = 1;
-        else if (c == 'h') {
-            fputs(plugins_usage, stdout);
-            return 0;
-        } else
-            return usage_error(NULL, plugins_usage);
-    }
-    if (optind != argc)
-        return usage_error("plugins", plugins_usage);
+    int json;
+    int rc = simple_opts(argc, argv, "plugins", plugins_usage, &json, 0, 0);
+    if (rc >= 0)
+        return rc;
     iqdb_plugin_load_all();
     iqdb_plugin_info *pl;
     size_t n;

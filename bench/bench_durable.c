@@ -49,6 +49,7 @@
 
 #include <iqdb/iqdb.h>
 
+#include "benchutil.h"
 #include "dataset.h"
 
 #include <errno.h>
@@ -139,20 +140,12 @@ typedef struct probe {
     double median_us, p99_us, mean_us;
 } probe;
 
-static const char *prog = "bench_durable";
+const char *bench_prog = "bench_durable";
 static char scratch[PATH_MAX]; /* removed at exit when not empty */
 static pid_t scratch_owner;    /* forked children leave it alone */
 
 /* ------------------------------------------------------------------ */
 /* Small utilities                                                      */
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* CPU time of every thread of the process: with disk-bound writers it
  * shows whether a case waited on the disk or computed. */
@@ -165,29 +158,10 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-static void die_lib(const iqdb *db, int rc, const char *what)
-{
-    fprintf(stderr, "%s: %s failed: %s (%s): %s\n", prog, what,
-            iqdb_errname(rc), iqdb_strerror(rc), iqdb_errmsg(db));
-    exit(1);
-}
-
 static void die_sys(const char *what, const char *path)
 {
-    fprintf(stderr, "%s: %s %s: %s\n", prog, what, path, strerror(errno));
+    fprintf(stderr, "%s: %s %s: %s\n", bench_prog, what, path, strerror(errno));
     exit(1);
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (p == NULL) {
-        fprintf(stderr, "%s: out of memory (%zu x %zu bytes)\n", prog, n,
-                size);
-        exit(1);
-    }
-    return p;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -221,7 +195,7 @@ static void path_join(char *buf, size_t len, const char *dir,
                       const char *name)
 {
     if ((size_t)snprintf(buf, len, "%s/%s", dir, name) >= len) {
-        fprintf(stderr, "%s: path too long: %s/%s\n", prog, dir, name);
+        fprintf(stderr, "%s: path too long: %s/%s\n", bench_prog, dir, name);
         exit(1);
     }
 }
@@ -232,7 +206,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag,
     (void)st;
     (void)ftw;
     if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0)
-        fprintf(stderr, "%s: warning: cannot remove %s: %s\n", prog, path,
+        fprintf(stderr, "%s: warning: cannot remove %s: %s\n", bench_prog, path,
                 strerror(errno));
     return 0;
 }
@@ -313,7 +287,7 @@ static int db_try_open(const char *path, const dbspec *s, iqdb **out)
     int rc;
 
     if (cfg == NULL) {
-        fprintf(stderr, "%s: out of memory for a config\n", prog);
+        fprintf(stderr, "%s: out of memory for a config\n", bench_prog);
         exit(1);
     }
     if ((rc = iqdb_config_set_fsync(cfg, s->policy, s->period_ms)) != 0 ||
@@ -323,7 +297,7 @@ static int db_try_open(const char *path, const dbspec *s, iqdb **out)
         (rc = iqdb_config_set_readonly(cfg, s->readonly)) != 0 ||
         (s->no_autocompact &&
          (rc = iqdb_config_set_compact_bytes(cfg, 0)) != 0))
-        die_lib(NULL, rc, "configuring");
+        bench_die_lib(NULL, rc, "configuring");
     rc = iqdb_open(path, cfg, out);
     iqdb_config_free(cfg);
     return rc;
@@ -338,7 +312,7 @@ static iqdb *db_open(const char *path, const dbspec *s)
         char what[PATH_MAX + 16];
 
         snprintf(what, sizeof(what), "iqdb_open(%s)", path);
-        die_lib(NULL, rc, what);
+        bench_die_lib(NULL, rc, what);
     }
     return db;
 }
@@ -349,7 +323,7 @@ static void db_close(iqdb *db)
 
     /* The handle is gone, so the thread's message is the one to show. */
     if (rc != 0)
-        die_lib(NULL, rc, "iqdb_close");
+        bench_die_lib(NULL, rc, "iqdb_close");
 }
 
 static void db_flush(iqdb *db)
@@ -357,7 +331,7 @@ static void db_flush(iqdb *db)
     int rc = iqdb_flush(db);
 
     if (rc != 0)
-        die_lib(db, rc, "iqdb_flush");
+        bench_die_lib(db, rc, "iqdb_flush");
 }
 
 static const float *row(const corpus *c, size_t i)
@@ -373,7 +347,7 @@ static const iqdb_meta *meta_of(const corpus *c, size_t i)
 /* Upsert rows [0, n) in batches of BATCH, all ids u64 = row number. */
 static void fill(iqdb *db, const corpus *c, size_t n)
 {
-    iqdb_record *recs = xcalloc(BATCH, sizeof(*recs));
+    iqdb_record *recs = bench_xcalloc(BATCH, sizeof(*recs));
     size_t i, j;
 
     for (i = 0; i < n; i += BATCH) {
@@ -386,7 +360,7 @@ static void fill(iqdb *db, const corpus *c, size_t n)
             recs[j].meta = meta_of(c, i + j);
         }
         if ((rc = iqdb_upsert_batch(db, recs, m, c->dim)) != 0)
-            die_lib(db, rc, "iqdb_upsert_batch");
+            bench_die_lib(db, rc, "iqdb_upsert_batch");
     }
     free(recs);
 }
@@ -414,10 +388,10 @@ static void corpus_init(corpus *c, const char *name, const ds_matrix *m,
         else
             snprintf(c->text[l], sizeof(c->text[l]), "cluster %u", l);
         if (meta == NULL)
-            die_lib(NULL, IQDB_ENOMEM, "iqdb_meta_new");
+            bench_die_lib(NULL, IQDB_ENOMEM, "iqdb_meta_new");
         rc = iqdb_meta_set(meta, "label", iqdb_value_str(c->text[l]));
         if (rc != 0)
-            die_lib(NULL, rc, "iqdb_meta_set");
+            bench_die_lib(NULL, rc, "iqdb_meta_set");
         c->meta[l] = meta;
     }
 }
@@ -462,14 +436,14 @@ static void *writer_main(void *p)
     size_t i;
 
     for (i = a->from + a->done; i < a->to; i++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         int rc;
 
         if (t0 >= a->deadline)
             break;
         rc = iqdb_upsert(a->db, iqdb_id_u64(i), row(a->c, i), a->c->dim,
                          meta_of(a->c, i));
-        a->lat[a->done] = (now_s() - t0) * 1e6;
+        a->lat[a->done] = (bench_now() - t0) * 1e6;
         if (rc != 0) {
             a->rc = rc;
             snprintf(a->msg, sizeof(a->msg), "%s", iqdb_errmsg(a->db));
@@ -492,7 +466,7 @@ static void acc_init(acc *a, rate *r, size_t max_calls, size_t total,
                      size_t per_call, int threads)
 {
     a->r = r;
-    a->lat = xcalloc(max_calls, sizeof(*a->lat));
+    a->lat = bench_xcalloc(max_calls, sizeof(*a->lat));
     a->calls = 0;
     a->cpu = 0;
     r->ran = 1;
@@ -532,7 +506,7 @@ static void one_begin(one_case *k, const char *name, const corpus *c,
     path_join(k->path, sizeof(k->path), scratch, name);
     k->db = db_open(k->path, &s);
     k->threads = threads;
-    k->args = xcalloc((size_t)threads, sizeof(*k->args));
+    k->args = bench_xcalloc((size_t)threads, sizeof(*k->args));
     acc_init(&k->a, r, n, n, 1, threads);
     for (t = 0; t < threads; t++) {
         writer_arg *w = &k->args[t];
@@ -547,25 +521,25 @@ static void one_begin(one_case *k, const char *name, const corpus *c,
 
 static void one_slice(one_case *k, double budget)
 {
-    pthread_t *tids = xcalloc((size_t)k->threads, sizeof(*tids));
-    double t0 = now_s(), c0 = cpu_s();
+    pthread_t *tids = bench_xcalloc((size_t)k->threads, sizeof(*tids));
+    double t0 = bench_now(), c0 = cpu_s();
     int t;
 
     for (t = 0; t < k->threads; t++) {
         k->args[t].deadline = t0 + budget;
         if (pthread_create(&tids[t], NULL, writer_main, &k->args[t]) != 0) {
-            fprintf(stderr, "%s: pthread_create failed\n", prog);
+            fprintf(stderr, "%s: pthread_create failed\n", bench_prog);
             exit(1);
         }
     }
     for (t = 0; t < k->threads; t++)
         pthread_join(tids[t], NULL);
-    k->a.r->secs += now_s() - t0;
+    k->a.r->secs += bench_now() - t0;
     k->a.cpu += cpu_s() - c0;
     for (t = 0; t < k->threads; t++) {
         if (k->args[t].rc != 0) {
             fprintf(stderr, "%s: iqdb_upsert (thread %d) failed: %s: %s\n",
-                    prog, t, iqdb_errname(k->args[t].rc), k->args[t].msg);
+                    bench_prog, t, iqdb_errname(k->args[t].rc), k->args[t].msg);
             exit(1);
         }
     }
@@ -587,7 +561,7 @@ static void one_end(one_case *k)
     k->a.r->done = k->a.calls = done;
     if (iqdb_count(k->db) != done) {
         fprintf(stderr, "%s: %zu upserts acknowledged but the database "
-                "counts %zu records\n", prog, done, iqdb_count(k->db));
+                "counts %zu records\n", bench_prog, done, iqdb_count(k->db));
         exit(1);
     }
     db_close(k->db);
@@ -614,7 +588,7 @@ static void batch_begin(batch_case *k, const corpus *c, size_t n, rate *r)
     k->db = db_open(k->path, &s);
     k->c = c;
     k->n = n;
-    k->recs = xcalloc(BATCH, sizeof(*k->recs));
+    k->recs = bench_xcalloc(BATCH, sizeof(*k->recs));
     acc_init(&k->a, r, n / BATCH + 1, n, BATCH, 1);
 }
 
@@ -622,13 +596,13 @@ static void batch_begin(batch_case *k, const corpus *c, size_t n, rate *r)
 static void batch_slice(batch_case *k, double budget, size_t max_calls)
 {
     const corpus *c = k->c;
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = bench_now(), c0 = cpu_s();
     size_t i = k->a.r->done, j, calls;
 
-    for (calls = 0; calls < max_calls && i < k->n && now_s() < t0 + budget;
+    for (calls = 0; calls < max_calls && i < k->n && bench_now() < t0 + budget;
          calls++) {
         size_t m = k->n - i < BATCH ? k->n - i : BATCH;
-        double t1 = now_s();
+        double t1 = bench_now();
         int rc;
 
         for (j = 0; j < m; j++) {
@@ -637,12 +611,12 @@ static void batch_slice(batch_case *k, double budget, size_t max_calls)
             k->recs[j].meta = meta_of(c, i + j);
         }
         if ((rc = iqdb_upsert_batch(k->db, k->recs, m, c->dim)) != 0)
-            die_lib(k->db, rc, "iqdb_upsert_batch");
-        k->a.lat[k->a.calls++] = (now_s() - t1) * 1e6;
+            bench_die_lib(k->db, rc, "iqdb_upsert_batch");
+        k->a.lat[k->a.calls++] = (bench_now() - t1) * 1e6;
         i += m;
     }
     k->a.r->done = i;
-    k->a.r->secs += now_s() - t0;
+    k->a.r->secs += bench_now() - t0;
     k->a.cpu += cpu_s() - c0;
 }
 
@@ -657,7 +631,7 @@ static void batch_end(batch_case *k)
 #ifdef HAVE_SQLITE3
 static void sq_die(sqlite3 *db, const char *what)
 {
-    fprintf(stderr, "%s: SQLite %s failed: %s\n", prog, what,
+    fprintf(stderr, "%s: SQLite %s failed: %s\n", bench_prog, what,
             db != NULL ? sqlite3_errmsg(db) : "out of memory");
     exit(1);
 }
@@ -684,7 +658,7 @@ static sqlite3 *sq_open(const char *path)
                      NULL) != SQLITE_OK)
         sq_die(db, "PRAGMA journal_mode=WAL");
     if (strcmp(mode, "wal") != 0) {
-        fprintf(stderr, "%s: SQLite refused WAL mode (got '%s')\n", prog,
+        fprintf(stderr, "%s: SQLite refused WAL mode (got '%s')\n", bench_prog,
                 mode);
         exit(1);
     }
@@ -738,13 +712,13 @@ static void sq_slice(sq_case *k, double budget, size_t max_txns)
 {
     const corpus *c = k->c;
     int bytes = (int)(c->dim * sizeof(float));
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = bench_now(), c0 = cpu_s();
     size_t i = k->a.r->done, txns;
 
-    for (txns = 0; txns < max_txns && i < k->n && now_s() < t0 + budget;
+    for (txns = 0; txns < max_txns && i < k->n && bench_now() < t0 + budget;
          txns++) {
         size_t end = k->n - i < k->per_txn ? k->n : i + k->per_txn;
-        double t1 = now_s();
+        double t1 = bench_now();
 
         if (k->per_txn > 1)
             sq_exec(k->db, k->begin, "BEGIN");
@@ -760,10 +734,10 @@ static void sq_slice(sq_case *k, double budget, size_t max_txns)
         }
         if (k->per_txn > 1)
             sq_exec(k->db, k->commit, "COMMIT");
-        k->a.lat[k->a.calls++] = (now_s() - t1) * 1e6;
+        k->a.lat[k->a.calls++] = (bench_now() - t1) * 1e6;
     }
     k->a.r->done = i;
-    k->a.r->secs += now_s() - t0;
+    k->a.r->secs += bench_now() - t0;
     k->a.cpu += cpu_s() - c0;
 }
 
@@ -814,7 +788,7 @@ static void probe_begin(probe_case *k, int append, size_t max, probe *out)
         die_sys("cannot create", k->path);
     k->append = append;
     memset(k->buf, 0xa5, sizeof(k->buf));
-    k->lat = xcalloc(max, sizeof(*k->lat));
+    k->lat = bench_xcalloc(max, sizeof(*k->lat));
     k->n = 0;
     k->max = max;
     k->sum = 0;
@@ -827,19 +801,19 @@ static void probe_begin(probe_case *k, int append, size_t max, probe *out)
 
 static void probe_slice(probe_case *k, double budget, size_t max_samples)
 {
-    double t_end = now_s() + budget;
+    double t_end = bench_now() + budget;
     size_t i;
 
-    for (i = 0; i < max_samples && k->n < k->max && now_s() < t_end; i++) {
+    for (i = 0; i < max_samples && k->n < k->max && bench_now() < t_end; i++) {
         off_t off = k->append ? (off_t)(k->n + 1) * PROBE_BYTES : 0;
-        double t0 = now_s();
+        double t0 = bench_now();
 
         k->buf[0] = (unsigned char)k->n; /* never the same bytes twice */
         if (pwrite(k->fd, k->buf, sizeof(k->buf), off) !=
                 (ssize_t)sizeof(k->buf) ||
             fdatasync(k->fd) != 0)
             die_sys("cannot write", k->path);
-        k->lat[k->n] = (now_s() - t0) * 1e6;
+        k->lat[k->n] = (bench_now() - t0) * 1e6;
         k->sum += k->lat[k->n++];
     }
 }
@@ -1125,32 +1099,32 @@ static void bench_writes(const opts *o, const sizes *z, const corpus *c)
 /* Time one open of path; returns the handle through *out. */
 static double timed_open(const char *path, const dbspec *s, iqdb **out)
 {
-    double t0 = now_s();
+    double t0 = bench_now();
 
     *out = db_open(path, s);
-    return now_s() - t0;
+    return bench_now() - t0;
 }
 
 static double timed_close(iqdb *db)
 {
-    double t0 = now_s();
+    double t0 = bench_now();
 
     db_close(db);
-    return now_s() - t0;
+    return bench_now() - t0;
 }
 
 static double first_search(iqdb *db, const float *q, uint32_t dim)
 {
     iqdb_results *res = NULL;
-    double t0 = now_s();
+    double t0 = bench_now();
     int rc = iqdb_search(db, q, dim, 10, NULL, NULL, &res);
 
     if (rc != 0)
-        die_lib(db, rc, "iqdb_search");
-    t0 = now_s() - t0;
+        bench_die_lib(db, rc, "iqdb_search");
+    t0 = bench_now() - t0;
     if (iqdb_results_count(res, 0) == 0) {
         fprintf(stderr, "%s: a search of a non-empty database found "
-                "nothing\n", prog);
+                "nothing\n", bench_prog);
         exit(1);
     }
     iqdb_results_free(res);
@@ -1160,7 +1134,7 @@ static double first_search(iqdb *db, const float *q, uint32_t dim)
 static void expect_count(const iqdb *db, size_t want, const char *when)
 {
     if (iqdb_count(db) != want) {
-        fprintf(stderr, "%s: %s: %zu records, expected %zu\n", prog, when,
+        fprintf(stderr, "%s: %s: %zu records, expected %zu\n", bench_prog, when,
                 iqdb_count(db), want);
         exit(1);
     }
@@ -1178,14 +1152,14 @@ static void wal_writer(const char *path, const corpus *c, size_t wal_n)
     /* No automatic compaction: the frames must stay in the WAL. */
     s.no_autocompact = 1;
     if ((rc = db_try_open(path, &s, &db)) != 0) {
-        fprintf(stderr, "%s: child: iqdb_open: %s\n", prog, iqdb_errmsg(NULL));
+        fprintf(stderr, "%s: child: iqdb_open: %s\n", bench_prog, iqdb_errmsg(NULL));
         _exit(1);
     }
     for (i = 0; i < wal_n; i++) {
         rc = iqdb_upsert(db, iqdb_id_u64(c->n + i), row(c, i % c->n), c->dim,
                          NULL);
         if (rc != 0) {
-            fprintf(stderr, "%s: child: iqdb_upsert: %s\n", prog,
+            fprintf(stderr, "%s: child: iqdb_upsert: %s\n", bench_prog,
                     iqdb_errmsg(db));
             _exit(1);
         }
@@ -1206,7 +1180,7 @@ static void make_wal(const char *path, const corpus *c, size_t wal_n)
         wal_writer(path, c, wal_n);
     if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
         WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "%s: the WAL writer process failed\n", prog);
+        fprintf(stderr, "%s: the WAL writer process failed\n", bench_prog);
         exit(1);
     }
 }
@@ -1232,16 +1206,16 @@ static void bench_hnsw(const corpus *c, const float *query)
         return;
     }
     if (rc != 0)
-        die_lib(NULL, rc, "iqdb_open (hnsw)");
+        bench_die_lib(NULL, rc, "iqdb_open (hnsw)");
     printf("[hnsw] building %zu x %u with batches of %d...\n", c->n, c->dim,
            BATCH);
     fflush(stdout);
-    t0 = now_s();
+    t0 = bench_now();
     fill(db, c, c->n);
-    build = now_s() - t0;
-    t0 = now_s();
+    build = bench_now() - t0;
+    t0 = bench_now();
     db_flush(db);
-    flush = now_s() - t0;
+    flush = bench_now() - t0;
     db_close(db);
     s.policy = IQDB_FSYNC_ALWAYS;
     s.no_autocompact = 0;
@@ -1249,7 +1223,7 @@ static void bench_hnsw(const corpus *c, const float *query)
         opens[i] = timed_open(path, &s, &db);
         expect_count(db, c->n, "hnsw reopen");
         if (strcmp(iqdb_index_name(db), "hnsw") != 0) {
-            fprintf(stderr, "%s: reopened an hnsw database as '%s'\n", prog,
+            fprintf(stderr, "%s: reopened an hnsw database as '%s'\n", bench_prog,
                     iqdb_index_name(db));
             exit(1);
         }
@@ -1288,12 +1262,12 @@ static void bench_open(const sizes *z, const corpus *c, const float *query)
     path_join(path, sizeof(path), scratch, "open-flat");
     s.no_autocompact = 1;
     db = db_open(path, &s);
-    t0 = now_s();
+    t0 = bench_now();
     fill(db, c, c->n);
-    build = now_s() - t0;
-    t0 = now_s();
+    build = bench_now() - t0;
+    t0 = bench_now();
     db_flush(db);
-    flush = now_s() - t0;
+    flush = bench_now() - t0;
     close1 = timed_close(db);
     snap_mb = file_mb(path, "snapshot");
 
@@ -1333,7 +1307,7 @@ static void bench_open(const sizes *z, const corpus *c, const float *query)
     if (iqdb_recovery_report(db, &rec) != 0 ||
         rec.frames_replayed != z->wal_n || rec.bytes_truncated != 0) {
         fprintf(stderr, "%s: open replayed %llu frames and cut %llu bytes; "
-                "expected %zu frames and none cut\n", prog,
+                "expected %zu frames and none cut\n", bench_prog,
                 (unsigned long long)rec.frames_replayed,
                 (unsigned long long)rec.bytes_truncated, z->wal_n);
         exit(1);
@@ -1373,16 +1347,16 @@ static void bench_open(const sizes *z, const corpus *c, const float *query)
 
 static void check_vectors(iqdb *db, const corpus *c)
 {
-    float *v = xcalloc(c->dim, sizeof(*v));
+    float *v = bench_xcalloc(c->dim, sizeof(*v));
     size_t probe_ids[2] = {0, c->n - 1};
     int i, rc;
 
     for (i = 0; i < 2; i++) {
         rc = iqdb_get(db, iqdb_id_u64(probe_ids[i]), v, c->dim, NULL);
         if (rc != 0)
-            die_lib(db, rc, "iqdb_get");
+            bench_die_lib(db, rc, "iqdb_get");
         if (memcmp(v, row(c, probe_ids[i]), c->dim * sizeof(*v)) != 0) {
-            fprintf(stderr, "%s: record %zu read back differs\n", prog,
+            fprintf(stderr, "%s: record %zu read back differs\n", bench_prog,
                     probe_ids[i]);
             exit(1);
         }
@@ -1413,9 +1387,9 @@ static void bench_codecs(const corpus *c)
     fflush(stdout);
     db = db_open(path, &s);
     fill(db, c, c->n);
-    t0 = now_s();
+    t0 = bench_now();
     db_flush(db);
-    fold = now_s() - t0;
+    fold = bench_now() - t0;
     db_close(db);
     /* snapshot.c lays vectors out with rows padded to 8 floats. */
     vec_mb = (double)c->n * (double)((c->dim + 7) / 8 * 8) * 4.0 / 1e6;
@@ -1440,11 +1414,11 @@ static void bench_codecs(const corpus *c)
             continue;
         }
         if (rc != 0)
-            die_lib(NULL, rc, "iqdb_open (codec)");
+            bench_die_lib(NULL, rc, "iqdb_open (codec)");
         /* The flush rewrites the whole snapshot with this handle's codec. */
-        t0 = now_s();
+        t0 = bench_now();
         db_flush(db);
-        flush = now_s() - t0;
+        flush = bench_now() - t0;
         mb = file_mb(path, "snapshot");
         db_close(db);
         if (codecs[k].codec == NULL)
@@ -1486,7 +1460,7 @@ static void usage(FILE *f)
             "  --quick            small sizes, a few seconds (smoke test)\n"
             "  --no-sqlite        skip the SQLite comparison\n"
             "  --fmnist-dir DIR   Fashion-MNIST files (default %s)\n",
-            prog, DS_FMNIST_DIR);
+            bench_prog, DS_FMNIST_DIR);
 }
 
 static void parse_opts(int argc, char **argv, opts *o)
@@ -1508,7 +1482,7 @@ static void parse_opts(int argc, char **argv, opts *o)
                     strcmp(a, "--fmnist-dir") == 0;
 
         if (takes && v == NULL) {
-            fprintf(stderr, "%s: %s needs a value\n", prog, a);
+            fprintf(stderr, "%s: %s needs a value\n", bench_prog, a);
             exit(2);
         }
         if (strcmp(a, "--dir") == 0) {
@@ -1523,7 +1497,7 @@ static void parse_opts(int argc, char **argv, opts *o)
             if (errno != 0 || end == v || *end != '\0' ||
                 !(o->max_s > 0 && o->max_s <= 86400)) {
                 fprintf(stderr, "%s: --max-seconds wants seconds in (0, "
-                        "86400], not '%s'\n", prog, v);
+                        "86400], not '%s'\n", bench_prog, v);
                 exit(2);
             }
             max_set = 1;
@@ -1535,7 +1509,7 @@ static void parse_opts(int argc, char **argv, opts *o)
             usage(stdout);
             exit(0);
         } else {
-            fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+            fprintf(stderr, "%s: unknown option '%s'\n", bench_prog, a);
             usage(stderr);
             exit(2);
         }
@@ -1565,13 +1539,13 @@ static void make_scratch(const opts *o)
 {
     if ((size_t)snprintf(scratch, sizeof(scratch), "%s/bench_durable.XXXXXX",
                          o->dir) >= sizeof(scratch)) {
-        fprintf(stderr, "%s: --dir path too long\n", prog);
+        fprintf(stderr, "%s: --dir path too long\n", bench_prog);
         exit(2);
     }
     if (mkdtemp(scratch) == NULL) {
         int e = errno;
 
-        fprintf(stderr, "%s: cannot make a directory in %s: %s\n", prog,
+        fprintf(stderr, "%s: cannot make a directory in %s: %s\n", bench_prog,
                 o->dir, strerror(e));
         scratch[0] = '\0';
         exit(1);
@@ -1586,17 +1560,17 @@ static void load_writes_data(const opts *o, const sizes *z, ds_dataset *d,
                              corpus *c)
 {
     char err[1024];
-    double t0 = now_s();
+    double t0 = bench_now();
 
     if (ds_fmnist_present(o->fmnist_dir)) {
         if (ds_fmnist_load(o->fmnist_dir, d, err, sizeof(err)) != 0) {
-            fprintf(stderr, "%s: %s\n", prog, err);
+            fprintf(stderr, "%s: %s\n", bench_prog, err);
             exit(1);
         }
         ds_matrix_truncate(&d->base, z->write_n);
         corpus_init(c, "Fashion-MNIST train", &d->base, d->base_labels, 1);
         printf("loaded Fashion-MNIST from %s in %.2f s\n", o->fmnist_dir,
-               now_s() - t0);
+               bench_now() - t0);
     } else {
         ds_gen_spec spec;
 
@@ -1609,7 +1583,7 @@ static void load_writes_data(const opts *o, const sizes *z, ds_dataset *d,
                "dataset-fashion-mnist): using generated %zu x 784 data\n",
                o->fmnist_dir, spec.n);
         if (ds_gen_clustered(&spec, d, err, sizeof(err)) != 0) {
-            fprintf(stderr, "%s: %s\n", prog, err);
+            fprintf(stderr, "%s: %s\n", bench_prog, err);
             exit(1);
         }
         corpus_init(c, "generated 784-d", &d->base, d->base_labels, 0);
@@ -1624,7 +1598,7 @@ int main(int argc, char **argv)
     corpus cw, cg;
     sizes z;
     opts o;
-    double t_start = now_s(), load0;
+    double t_start = bench_now(), load0;
     int i;
 #ifdef IQDB_BUILD_PLUGINS
     /* Built, not installed: find the plugins of this build tree first. */
@@ -1660,7 +1634,7 @@ int main(int argc, char **argv)
            spec.n, spec.dim, spec.clusters, (unsigned long long)spec.seed);
     fflush(stdout);
     if (ds_gen_clustered(&spec, &gen, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: %s\n", prog, err);
+        fprintf(stderr, "%s: %s\n", bench_prog, err);
         return 1;
     }
     snprintf(gen.name, sizeof(gen.name), "generated");
@@ -1683,7 +1657,7 @@ int main(int argc, char **argv)
         /* Only the starting load says something about other users: the
          * hnsw build and the blocked writers raise the later figures. */
         printf("\ndone in %.0f s; load average %.2f at the start, %.2f at "
-               "the end\n", now_s() - t_start, load0, loadavg1());
+               "the end\n", bench_now() - t_start, load0, loadavg1());
         if (ncpu > 0 && load0 >= (double)ncpu)
             printf("WARNING: the load average at the start reached the CPU "
                    "count: the machine was shared\nand the figures are "

@@ -20,6 +20,7 @@
 
 #include <iqdb/iqdb.h>
 
+#include "benchutil.h"
 #include "dataset.h"
 
 #include <errno.h>
@@ -119,18 +120,10 @@ typedef struct report {
     char blas_note[512];
 } report;
 
-static const char *prog = "bench_flat";
+const char *bench_prog = "bench_flat";
 
 /* ------------------------------------------------------------------ */
 /* Small utilities                                                      */
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static double cpu_s(void)
 {
@@ -141,54 +134,10 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-/* The library runs its OpenMP regions on the calling thread's team size,
- * so setting it here governs iqdb_search_batch (OMP_NUM_THREADS is read
- * when libgomp loads, too early to set from main). */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-static void die_lib(const iqdb *db, int rc, const char *what)
-{
-    fprintf(stderr, "%s: %s failed: %s (%s): %s\n", prog, what,
-            iqdb_errname(rc), iqdb_strerror(rc), iqdb_errmsg(db));
-    exit(1);
-}
-
-/* snprintf that reports truncation: 0 when the text fit, else -1. */
-__attribute__((format(printf, 3, 4))) static int fmt(char *buf, size_t len,
-                                                     const char *f, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, f);
-    n = vsnprintf(buf, len, f, ap);
-    va_end(ap);
-    return n >= 0 && (size_t)n < len ? 0 : -1;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (p == NULL) {
-        fprintf(stderr, "%s: out of memory (%zu x %zu bytes)\n", prog, n,
-                size);
-        exit(1);
-    }
-    return p;
-}
-
 static void topk_init(topk *t, size_t nq, size_t k)
 {
-    t->ids = xcalloc(nq * k, sizeof(*t->ids));
-    t->dist = xcalloc(nq * k, sizeof(*t->dist));
+    t->ids = bench_xcalloc(nq * k, sizeof(*t->ids));
+    t->dist = bench_xcalloc(nq * k, sizeof(*t->dist));
     t->nq = nq;
     t->k = k;
 }
@@ -356,10 +305,10 @@ static double measure_bw(size_t bytes, size_t *used)
     for (i = 0; i < words; i++)
         buf[i] = i;
     for (run = 0; run < BW_RUNS; run++) {
-        double t0 = now_s(), dt;
+        double t0 = bench_now(), dt;
 
         sink += read_pass(buf, words);
-        dt = now_s() - t0;
+        dt = bench_now() - t0;
         if (dt > 0 && (double)bytes / dt > best)
             best = (double)bytes / dt;
     }
@@ -501,18 +450,18 @@ static iqdb *open_and_fill(const ds_matrix *base, report *r)
     int rc;
 
     if (cfg == NULL) {
-        fprintf(stderr, "%s: iqdb_config_new: out of memory\n", prog);
+        fprintf(stderr, "%s: iqdb_config_new: out of memory\n", bench_prog);
         exit(1);
     }
     rc = iqdb_config_set_index(cfg, "flat");
     if (rc != 0)
-        die_lib(NULL, rc, "iqdb_config_set_index(\"flat\")");
+        bench_die_lib(NULL, rc, "iqdb_config_set_index(\"flat\")");
     rc = iqdb_open_memory(cfg, &db);
     iqdb_config_free(cfg);
     if (rc != 0)
-        die_lib(NULL, rc, "iqdb_open_memory");
-    recs = xcalloc(INSERT_BATCH, sizeof(*recs));
-    t0 = now_s();
+        bench_die_lib(NULL, rc, "iqdb_open_memory");
+    recs = bench_xcalloc(INSERT_BATCH, sizeof(*recs));
+    t0 = bench_now();
     for (i = 0; i < base->rows; i += INSERT_BATCH) {
         size_t m = base->rows - i < INSERT_BATCH ? base->rows - i
                                                  : INSERT_BATCH;
@@ -525,13 +474,13 @@ static iqdb *open_and_fill(const ds_matrix *base, report *r)
         }
         rc = iqdb_upsert_batch(db, recs, m, (uint32_t)base->dim);
         if (rc != 0)
-            die_lib(db, rc, "iqdb_upsert_batch");
+            bench_die_lib(db, rc, "iqdb_upsert_batch");
     }
-    r->insert_s = now_s() - t0;
+    r->insert_s = bench_now() - t0;
     free(recs);
     if (iqdb_count(db) != base->rows) {
         fprintf(stderr, "%s: iqdb_count is %zu after inserting %zu records\n",
-                prog, iqdb_count(db), base->rows);
+                bench_prog, iqdb_count(db), base->rows);
         exit(1);
     }
     return db;
@@ -545,7 +494,7 @@ static void search_one(iqdb *db, const ds_matrix *q, size_t qi, size_t k,
                          NULL, NULL, &res);
 
     if (rc != 0)
-        die_lib(db, rc, "iqdb_search");
+        bench_die_lib(db, rc, "iqdb_search");
     if (out != NULL)
         topk_take(out, qi, res, 0);
     iqdb_results_free(res);
@@ -558,14 +507,14 @@ static double run_single(iqdb *db, const ds_matrix *q, size_t k, topk *out,
     double t0, c0, dt;
     size_t i;
 
-    set_threads(1);
+    bench_set_threads(1);
     for (i = 0; i < q->rows && i < WARMUP_QUERIES; i++)
         search_one(db, q, i, k, NULL);
     c0 = cpu_s();
-    t0 = now_s();
+    t0 = bench_now();
     for (i = 0; i < q->rows; i++)
         search_one(db, q, i, k, out);
-    dt = now_s() - t0;
+    dt = bench_now() - t0;
     *cpu = (cpu_s() - c0) / dt;
     return (double)q->rows / dt;
 }
@@ -580,28 +529,28 @@ static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
     double start, best = 0.0;
     int rc, run;
 
-    set_threads(threads);
+    bench_set_threads(threads);
     rc = iqdb_search_batch(db, q->data, warm, (uint32_t)q->dim, k, NULL, NULL,
                            &res);
     if (rc != 0)
-        die_lib(db, rc, "iqdb_search_batch (warm-up)");
+        bench_die_lib(db, rc, "iqdb_search_batch (warm-up)");
     iqdb_results_free(res);
     res = NULL;
-    start = now_s();
+    start = bench_now();
     for (run = 0; run < BATCH_MAX_RUNS; run++) {
         double t0, c0, dt;
 
-        if (run >= BATCH_MIN_RUNS && now_s() - start > BATCH_BUDGET_S)
+        if (run >= BATCH_MIN_RUNS && bench_now() - start > BATCH_BUDGET_S)
             break;
         iqdb_results_free(res);
         res = NULL;
         c0 = cpu_s();
-        t0 = now_s();
+        t0 = bench_now();
         rc = iqdb_search_batch(db, q->data, q->rows, (uint32_t)q->dim, k,
                                NULL, NULL, &res);
-        dt = now_s() - t0;
+        dt = bench_now() - t0;
         if (rc != 0)
-            die_lib(db, rc, "iqdb_search_batch");
+            bench_die_lib(db, rc, "iqdb_search_batch");
         if (best == 0.0 || dt < best) {
             best = dt;
             *cpu = (cpu_s() - c0) / dt;
@@ -609,13 +558,13 @@ static double run_batch(iqdb *db, const ds_matrix *q, size_t k, int threads,
     }
     if (iqdb_results_nqueries(res) != q->rows) {
         fprintf(stderr, "%s: iqdb_search_batch answered %zu of %zu queries\n",
-                prog, iqdb_results_nqueries(res), q->rows);
+                bench_prog, iqdb_results_nqueries(res), q->rows);
         exit(1);
     }
     for (i = 0; i < q->rows; i++)
         topk_take(out, i, res, i);
     iqdb_results_free(res);
-    set_threads(1);
+    bench_set_threads(1);
     return (double)q->rows / best;
 }
 
@@ -643,12 +592,12 @@ static const char *find_script(const opts *o, char *buf, size_t len)
         return file_exists(env) ? env : NULL;
     slash = strrchr(__FILE__, '/');
     if (slash != NULL) {
-        if (fmt(buf, len, "%.*s/faiss_flat.py", (int)(slash - __FILE__),
+        if (bench_fmt(buf, len, "%.*s/faiss_flat.py", (int)(slash - __FILE__),
                 __FILE__) == 0 &&
             file_exists(buf))
             return buf;
     }
-    if (fmt(buf, len, "bench/faiss_flat.py") == 0 && file_exists(buf))
+    if (bench_fmt(buf, len, "bench/faiss_flat.py") == 0 && file_exists(buf))
         return buf;
     n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n > 0) {
@@ -658,10 +607,10 @@ static const char *find_script(const opts *o, char *buf, size_t len)
         s = strrchr(exe, '/');
         if (s != NULL) {
             *s = '\0';
-            if (fmt(buf, len, "%s/faiss_flat.py", exe) == 0 &&
+            if (bench_fmt(buf, len, "%s/faiss_flat.py", exe) == 0 &&
                 file_exists(buf))
                 return buf;
-            if (fmt(buf, len, "%s/../faiss_flat.py", exe) == 0 &&
+            if (bench_fmt(buf, len, "%s/../faiss_flat.py", exe) == 0 &&
                 file_exists(buf))
                 return buf;
         }
@@ -750,22 +699,22 @@ static void run_peer(const opts *o, const ds_matrix *base,
     int status;
 
     if (!faiss_available()) {
-        fmt(r->peer_why, sizeof(r->peer_why),
+        bench_fmt(r->peer_why, sizeof(r->peer_why),
                  "%s cannot import faiss (Debian package python3-faiss)",
                  PYTHON);
         return;
     }
     script = find_script(o, sbuf, sizeof(sbuf));
     if (script == NULL) {
-        fmt(r->peer_why, sizeof(r->peer_why),
+        bench_fmt(r->peer_why, sizeof(r->peer_why),
                  "bench/faiss_flat.py not found (use --faiss-script)");
         return;
     }
-    if (fmt(dir, sizeof(dir), "%s/iqdb-bench-XXXXXX",
+    if (bench_fmt(dir, sizeof(dir), "%s/iqdb-bench-XXXXXX",
             tmp != NULL && *tmp != '\0' ? tmp : "/tmp") != 0 ||
         strchr(dir, '\'') != NULL || strchr(script, '\'') != NULL ||
         mkdtemp(dir) == NULL) {
-        fmt(r->peer_why, sizeof(r->peer_why),
+        bench_fmt(r->peer_why, sizeof(r->peer_why),
                  "cannot make a temporary directory in %s: %s",
                  tmp != NULL ? tmp : "/tmp", strerror(errno));
         return;
@@ -775,21 +724,21 @@ static void run_peer(const opts *o, const ds_matrix *base,
     snprintf(ipath, sizeof(ipath), "%s/ids.ivecs", dir);
     if (ds_fvecs_write(bpath, base, err, sizeof(err)) != 0 ||
         ds_fvecs_write(qpath, q, err, sizeof(err)) != 0) {
-        fmt(r->peer_why, sizeof(r->peer_why), "%s", err);
+        bench_fmt(r->peer_why, sizeof(r->peer_why), "%s", err);
         goto done;
     }
-    if (fmt(cmd, sizeof(cmd),
+    if (bench_fmt(cmd, sizeof(cmd),
             PYTHON " '%s' --base '%s' --queries '%s' --k %zu --threads %d "
                    "--ids-out '%s'%s",
             script, bpath, qpath, o->k, o->batch_threads, ipath,
             o->peer_blas_as_is ? " --blas-as-is" : "") != 0) {
-        fmt(r->peer_why, sizeof(r->peer_why), "paths too long");
+        bench_fmt(r->peer_why, sizeof(r->peer_why), "paths too long");
         goto done;
     }
     fflush(stdout);
     p = popen(cmd, "r");
     if (p == NULL) {
-        fmt(r->peer_why, sizeof(r->peer_why), "cannot run %s: %s",
+        bench_fmt(r->peer_why, sizeof(r->peer_why), "cannot run %s: %s",
                  PYTHON, strerror(errno));
         goto done;
     }
@@ -799,14 +748,14 @@ static void run_peer(const opts *o, const ds_matrix *base,
             memcpy(last, line, sizeof(last));
     status = pclose(p);
     if (status != 0 || last[0] == '\0') {
-        fmt(r->peer_why, sizeof(r->peer_why),
+        bench_fmt(r->peer_why, sizeof(r->peer_why),
                  "%s failed (exit status %d); its messages are above",
                  script, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         goto done;
     }
     if (json_num(last, "single_qps", &r->peer_single_qps) != 0 ||
         json_num(last, "batch_qps", &r->peer_batch_qps) != 0) {
-        fmt(r->peer_why, sizeof(r->peer_why),
+        bench_fmt(r->peer_why, sizeof(r->peer_why),
                  "%s printed no QPS figures", script);
         goto done;
     }
@@ -819,11 +768,11 @@ static void run_peer(const opts *o, const ds_matrix *base,
     json_str(last, "blas", r->blas, sizeof(r->blas));
     json_str(last, "blas_note", r->blas_note, sizeof(r->blas_note));
     if (ds_ivecs_read(ipath, &iv, &rows, &dim, err, sizeof(err)) != 0) {
-        fmt(r->peer_why, sizeof(r->peer_why), "%s", err);
+        bench_fmt(r->peer_why, sizeof(r->peer_why), "%s", err);
         goto done;
     }
     if (rows != q->rows || dim != o->k) {
-        fmt(r->peer_why, sizeof(r->peer_why),
+        bench_fmt(r->peer_why, sizeof(r->peer_why),
                  "%s: %zu x %zu ids, expected %zu x %zu", ipath, rows, dim,
                  q->rows, o->k);
         goto done;
@@ -872,7 +821,7 @@ static void print_report(const report *r)
     const char *how;
     char blabel[48];
 
-    fmt(blabel, sizeof(blabel), "batch QPS, %d thread%s", r->threads,
+    bench_fmt(blabel, sizeof(blabel), "batch QPS, %d thread%s", r->threads,
         r->threads == 1 ? "" : "s");
 
     printf("\n== %s: %zu x %zu base (%.1f MB), %zu queries, k = %zu, "
@@ -1015,7 +964,7 @@ static int bench_dataset(const opts *o, const ds_dataset *d, report *r)
             agree_finish(&r->peer_agree);
         }
     } else {
-        fmt(r->peer_why, sizeof(r->peer_why), "--no-peers");
+        bench_fmt(r->peer_why, sizeof(r->peer_why), "--no-peers");
     }
     print_report(r);
     topk_free(&single);
@@ -1042,7 +991,7 @@ static void usage(FILE *f)
             "  --peer-blas-as-is  keep OpenBLAS's own kernel choice\n"
             "  --fmnist-dir DIR Fashion-MNIST files (default %s)\n"
             "  --faiss-script P path of bench/faiss_flat.py\n",
-            prog, DS_FMNIST_DIR);
+            bench_prog, DS_FMNIST_DIR);
 }
 
 static size_t parse_size(const char *opt, const char *s, size_t lo, size_t hi)
@@ -1055,7 +1004,7 @@ static size_t parse_size(const char *opt, const char *s, size_t lo, size_t hi)
     if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < lo ||
         v > hi) {
         fprintf(stderr, "%s: %s wants a number from %zu to %zu, not '%s'\n",
-                prog, opt, lo, hi, s);
+                bench_prog, opt, lo, hi, s);
         exit(2);
     }
     return (size_t)v;
@@ -1086,7 +1035,7 @@ static void parse_opts(int argc, char **argv, opts *o)
                     strcmp(a, "--faiss-script") == 0;
 
         if (takes && v == NULL) {
-            fprintf(stderr, "%s: %s needs a value\n", prog, a);
+            fprintf(stderr, "%s: %s needs a value\n", bench_prog, a);
             exit(2);
         }
         if (strcmp(a, "--dataset") == 0) {
@@ -1098,7 +1047,7 @@ static void parse_opts(int argc, char **argv, opts *o)
                 fprintf(stderr,
                         "%s: --dataset is fashion-mnist, generated or all, "
                         "not '%s'\n",
-                        prog, v);
+                        bench_prog, v);
                 exit(2);
             }
         } else if (strcmp(a, "--queries") == 0) {
@@ -1123,7 +1072,7 @@ static void parse_opts(int argc, char **argv, opts *o)
             usage(stdout);
             exit(0);
         } else {
-            fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+            fprintf(stderr, "%s: unknown option '%s'\n", bench_prog, a);
             usage(stderr);
             exit(2);
         }
@@ -1207,7 +1156,7 @@ int main(int argc, char **argv)
             o.want_generated = 1;
         } else {
             if (ds_fmnist_load(o.fmnist_dir, &d, err, sizeof(err)) != 0) {
-                fprintf(stderr, "%s: %s\n", prog, err);
+                fprintf(stderr, "%s: %s\n", bench_prog, err);
                 return 1;
             }
             ds_matrix_truncate(&d.queries, o.nq);
@@ -1228,7 +1177,7 @@ int main(int argc, char **argv)
                (unsigned long long)spec.seed);
         fflush(stdout);
         if (ds_gen_clustered(&spec, &d, err, sizeof(err)) != 0) {
-            fprintf(stderr, "%s: %s\n", prog, err);
+            fprintf(stderr, "%s: %s\n", bench_prog, err);
             return 1;
         }
         wrong |= bench_dataset(&o, &d, &reports[nr++]);

@@ -44,6 +44,7 @@
 
 #include <iqdb/iqdb.h>
 
+#include "benchutil.h"
 #include "dataset.h"
 
 #include <malloc.h>
@@ -127,61 +128,10 @@ typedef struct peer_out {
     char ids[MAX_EF][PATH_LEN];
 } peer_out;
 
-static const char *prog = "bench_hnsw";
+const char *bench_prog = "bench_hnsw";
 
 /* ------------------------------------------------------------------ */
 /* Small utilities                                                      */
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* The library runs its OpenMP regions (the parallel build, the batch
- * search) on the calling thread's team size. */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-static void die_lib(const iqdb *db, int rc, const char *what)
-{
-    fprintf(stderr, "%s: %s failed: %s (%s): %s\n", prog, what,
-            iqdb_errname(rc), iqdb_strerror(rc), iqdb_errmsg(db));
-    exit(1);
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (p == NULL) {
-        fprintf(stderr, "%s: out of memory (%zu x %zu bytes)\n", prog, n,
-                size);
-        exit(1);
-    }
-    return p;
-}
-
-/* snprintf that reports truncation: 0 when the text fit, else -1. */
-__attribute__((format(printf, 3, 4))) static int fmt(char *buf, size_t len,
-                                                     const char *f, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, f);
-    n = vsnprintf(buf, len, f, ap);
-    va_end(ap);
-    return n >= 0 && (size_t)n < len ? 0 : -1;
-}
 
 /* Resident set size in bytes (VmRSS of /proc/self/status), as the peers
  * read it; -1 when unknown. */
@@ -264,7 +214,7 @@ static iqdb *open_db(size_t dim, const char *index, const opts *o,
     int rc;
 
     if (cfg == NULL) {
-        fprintf(stderr, "%s: iqdb_config_new: out of memory\n", prog);
+        fprintf(stderr, "%s: iqdb_config_new: out of memory\n", bench_prog);
         exit(1);
     }
     snprintf(m, sizeof(m), "%zu", o->m);
@@ -281,17 +231,17 @@ static iqdb *open_db(size_t dim, const char *index, const opts *o,
             rc = iqdb_config_set_param(cfg, "encoding", encoding);
     }
     if (rc != 0)
-        die_lib(NULL, rc, "iqdb_config_set_*");
+        bench_die_lib(NULL, rc, "iqdb_config_set_*");
     rc = iqdb_open_memory(cfg, &db);
     iqdb_config_free(cfg);
     if (rc != 0)
-        die_lib(NULL, rc, "iqdb_open_memory");
+        bench_die_lib(NULL, rc, "iqdb_open_memory");
     return db;
 }
 
 static iqdb_record *make_records(const ds_matrix *base)
 {
-    iqdb_record *recs = xcalloc(base->rows, sizeof(*recs));
+    iqdb_record *recs = bench_xcalloc(base->rows, sizeof(*recs));
     size_t i;
 
     for (i = 0; i < base->rows; i++) {
@@ -307,10 +257,10 @@ static void fill(iqdb *db, const ds_matrix *base, const iqdb_record *recs)
     int rc = iqdb_upsert_batch(db, recs, base->rows, (uint32_t)base->dim);
 
     if (rc != 0)
-        die_lib(db, rc, "iqdb_upsert_batch");
+        bench_die_lib(db, rc, "iqdb_upsert_batch");
     if (iqdb_count(db) != base->rows) {
         fprintf(stderr, "%s: iqdb_count is %zu after inserting %zu records\n",
-                prog, iqdb_count(db), base->rows);
+                bench_prog, iqdb_count(db), base->rows);
         exit(1);
     }
 }
@@ -321,26 +271,26 @@ static int32_t *oracle(const ds_matrix *base, const ds_matrix *q,
 {
     iqdb_record *recs = make_records(base);
     iqdb *db = open_db(base->dim, "flat", o, NULL);
-    int32_t *truth = xcalloc(q->rows * o->k, sizeof(*truth));
+    int32_t *truth = bench_xcalloc(q->rows * o->k, sizeof(*truth));
     iqdb_results *res = NULL;
-    double t0 = now_s();
+    double t0 = bench_now();
     size_t i;
     int rc;
 
     fill(db, base, recs);
     free(recs);
-    set_threads(o->threads[o->nthreads - 1]);
+    bench_set_threads(o->threads[o->nthreads - 1]);
     rc = iqdb_search_batch(db, q->data, q->rows, (uint32_t)q->dim, o->k, NULL,
                            NULL, &res);
     if (rc != 0)
-        die_lib(db, rc, "iqdb_search_batch (flat oracle)");
+        bench_die_lib(db, rc, "iqdb_search_batch (flat oracle)");
     for (i = 0; i < q->rows; i++)
         take_ids(res, i, truth + i * o->k, o->k);
     iqdb_results_free(res);
     iqdb_close(db);
     printf("  oracle: exact top-%zu of %zu queries by the flat index in "
            "%.1f s\n",
-           o->k, q->rows, now_s() - t0);
+           o->k, q->rows, bench_now() - t0);
     return truth;
 }
 
@@ -358,10 +308,10 @@ static iqdb *build_iqdb(const ds_matrix *base, const opts *o,
     malloc_trim(0);
     rss0 = rss_bytes();
     db = open_db(base->dim, "hnsw", o, encoding);
-    set_threads(o->threads[ti]);
-    t0 = now_s();
+    bench_set_threads(o->threads[ti]);
+    t0 = bench_now();
     fill(db, base, recs);
-    s->build_s[ti] = now_s() - t0;
+    s->build_s[ti] = bench_now() - t0;
     s->mem[ti] = rss_bytes() - rss0;
     free(recs);
     printf("  %-9s build on %d thread%s: %7.2f s, memory %.1f MiB\n",
@@ -377,16 +327,16 @@ static void sweep_iqdb(iqdb *db, const ds_matrix *q, const int32_t *truth,
                        const opts *o, sysrun *s)
 {
     iqdb_params *p = iqdb_params_new();
-    int32_t *ids = xcalloc(q->rows * o->k, sizeof(*ids));
+    int32_t *ids = bench_xcalloc(q->rows * o->k, sizeof(*ids));
     iqdb_results *res;
     size_t e, i;
     int rc;
 
     if (p == NULL) {
-        fprintf(stderr, "%s: iqdb_params_new: out of memory\n", prog);
+        fprintf(stderr, "%s: iqdb_params_new: out of memory\n", bench_prog);
         exit(1);
     }
-    set_threads(1);
+    bench_set_threads(1);
     for (e = 0; e < o->nef; e++) {
         char ef[32];
         double t0;
@@ -394,29 +344,29 @@ static void sweep_iqdb(iqdb *db, const ds_matrix *q, const int32_t *truth,
         snprintf(ef, sizeof(ef), "%zu", o->ef[e]);
         rc = iqdb_params_set(p, "ef_search", ef);
         if (rc != 0)
-            die_lib(NULL, rc, "iqdb_params_set(ef_search)");
+            bench_die_lib(NULL, rc, "iqdb_params_set(ef_search)");
         for (i = 0; i < q->rows && i < WARMUP_QUERIES; i++) {
             rc = iqdb_search(db, q->data + i * q->dim, (uint32_t)q->dim,
                              o->k, NULL, p, &res);
             if (rc != 0)
-                die_lib(db, rc, "iqdb_search");
+                bench_die_lib(db, rc, "iqdb_search");
             iqdb_results_free(res);
         }
         /* The best of up to 5 timed passes, stopping once 0.3 s have
          * gone; the peers time the same way. */
-        double best = 0.0, start = now_s();
-        for (int pass = 0; pass < 5 && (pass == 0 || now_s() - start < 0.3);
+        double best = 0.0, start = bench_now();
+        for (int pass = 0; pass < 5 && (pass == 0 || bench_now() - start < 0.3);
              pass++) {
-            t0 = now_s();
+            t0 = bench_now();
             for (i = 0; i < q->rows; i++) {
                 rc = iqdb_search(db, q->data + i * q->dim, (uint32_t)q->dim,
                                  o->k, NULL, p, &res);
                 if (rc != 0)
-                    die_lib(db, rc, "iqdb_search");
+                    bench_die_lib(db, rc, "iqdb_search");
                 take_ids(res, 0, ids + i * o->k, o->k);
                 iqdb_results_free(res);
             }
-            double qps = (double)q->rows / (now_s() - t0);
+            double qps = (double)q->rows / (bench_now() - t0);
             if (qps > best)
                 best = qps;
         }
@@ -468,7 +418,7 @@ static const char *peer_dir(const opts *o, char *buf, size_t len)
 #else
     slash = strrchr(__FILE__, '/');
     if (slash != NULL &&
-        fmt(buf, len, "%.*s/peers", (int)(slash - __FILE__), __FILE__) == 0)
+        bench_fmt(buf, len, "%.*s/peers", (int)(slash - __FILE__), __FILE__) == 0)
         return buf;
     return "bench/peers";
 #endif
@@ -488,47 +438,47 @@ static void peers_setup(const opts *o, peers *pe)
         exit(1);
     }
     if (strchr(dir, '\'') != NULL) {
-        fprintf(stderr, "%s: peer directory '%s' has a quote\n", prog, dir);
+        fprintf(stderr, "%s: peer directory '%s' has a quote\n", bench_prog, dir);
         exit(2);
     }
-    if (fmt(src, sizeof(src), "%s/hnswlib_peer.cpp", dir) != 0 ||
+    if (bench_fmt(src, sizeof(src), "%s/hnswlib_peer.cpp", dir) != 0 ||
         !file_exists(src))
-        (void)fmt(pe->hnswlib_why, sizeof(pe->hnswlib_why),
+        (void)bench_fmt(pe->hnswlib_why, sizeof(pe->hnswlib_why),
                  "%s/hnswlib_peer.cpp not found (use --peer-dir)", dir);
     else if (!file_exists(HNSWLIB_HEADER))
-        (void)fmt(pe->hnswlib_why, sizeof(pe->hnswlib_why),
+        (void)bench_fmt(pe->hnswlib_why, sizeof(pe->hnswlib_why),
                  "%s missing: install libhnswlib-dev "
                  "(bench/install-peers.sh)",
                  HNSWLIB_HEADER);
     else {
-        double t0 = now_s();
+        double t0 = bench_now();
 
-        if (fmt(pe->hnswlib_exe, sizeof(pe->hnswlib_exe), "%s/hnswlib_peer",
+        if (bench_fmt(pe->hnswlib_exe, sizeof(pe->hnswlib_exe), "%s/hnswlib_peer",
                 pe->tmpdir) != 0 ||
-            fmt(cmd, sizeof(cmd),
+            bench_fmt(cmd, sizeof(cmd),
                 "c++ -O3 -march=native -fopenmp -o '%s' '%s' "
                 ">'%s/cc.log' 2>&1",
                 pe->hnswlib_exe, src, pe->tmpdir) != 0 ||
             system(cmd) != 0) {
-            (void)fmt(pe->hnswlib_why, sizeof(pe->hnswlib_why),
+            (void)bench_fmt(pe->hnswlib_why, sizeof(pe->hnswlib_why),
                      "compiling %s failed (c++ -O3 -march=native -fopenmp; "
                      "log in %s/cc.log)",
                      src, pe->tmpdir);
             pe->hnswlib_exe[0] = '\0';
         } else {
             printf("hnswlib peer: compiled %s in %.1f s\n", src,
-                   now_s() - t0);
+                   bench_now() - t0);
         }
     }
-    if (fmt(pe->faiss_script, sizeof(pe->faiss_script), "%s/faiss_peer.py",
+    if (bench_fmt(pe->faiss_script, sizeof(pe->faiss_script), "%s/faiss_peer.py",
             dir) != 0 ||
         !file_exists(pe->faiss_script)) {
-        (void)fmt(pe->faiss_why, sizeof(pe->faiss_why),
+        (void)bench_fmt(pe->faiss_why, sizeof(pe->faiss_why),
                  "%s/faiss_peer.py not found (use --peer-dir)", dir);
         pe->faiss_script[0] = '\0';
     } else if (access(PYTHON, X_OK) != 0 ||
                system(PYTHON " -c 'import faiss' >/dev/null 2>&1") != 0) {
-        (void)fmt(pe->faiss_why, sizeof(pe->faiss_why),
+        (void)bench_fmt(pe->faiss_why, sizeof(pe->faiss_why),
                  "%s cannot import faiss: install python3-faiss "
                  "(bench/install-peers.sh)",
                  PYTHON);
@@ -545,9 +495,9 @@ static void peers_cleanup(const peers *pe)
     char cmd[PATH_LEN + 32];
 
     if (pe->tmpdir[0] != '\0' &&
-        fmt(cmd, sizeof(cmd), "rm -rf '%s'", pe->tmpdir) == 0 &&
+        bench_fmt(cmd, sizeof(cmd), "rm -rf '%s'", pe->tmpdir) == 0 &&
         system(cmd) != 0)
-        fprintf(stderr, "%s: could not remove %s\n", prog, pe->tmpdir);
+        fprintf(stderr, "%s: could not remove %s\n", bench_prog, pe->tmpdir);
 }
 
 /* The value of key=VALUE among the whitespace-separated words of line. */
@@ -628,7 +578,7 @@ static int run_peer(const char *name, const char *cmd, peer_out *po)
     }
     while (fgets(line, sizeof(line), f) != NULL)
         if (parse_peer_line(line, po) != 0)
-            fprintf(stderr, "%s: %s peer: unexpected line: %s", prog, name,
+            fprintf(stderr, "%s: %s peer: unexpected line: %s", bench_prog, name,
                     line);
     st = pclose(f);
     if (st != 0 || po->build_s < 0 || po->mem < 0) {
@@ -664,12 +614,12 @@ static void score_peer(const peer_out *po, const int32_t *truth, size_t nq,
             continue;
         if (ds_ivecs_read(po->ids[i], &ids, &rows, &dim, err, sizeof(err)) !=
             0) {
-            fprintf(stderr, "%s: %s\n", prog, err);
+            fprintf(stderr, "%s: %s\n", bench_prog, err);
             exit(1);
         }
         if (rows != nq || dim != o->k) {
             fprintf(stderr, "%s: %s: %zu x %zu ids, expected %zu x %zu\n",
-                    prog, po->ids[i], rows, dim, nq, o->k);
+                    bench_prog, po->ids[i], rows, dim, nq, o->k);
             exit(1);
         }
         s->recall[e] = recall_of(ids, truth, nq, o->k);
@@ -687,23 +637,23 @@ static void bench_peer(const char *name, const char *launcher,
 {
     char cmd[4 * PATH_LEN], efs[MAX_EF * 12];
     size_t ti;
-    peer_out *po = xcalloc(1, sizeof(*po));
+    peer_out *po = bench_xcalloc(1, sizeof(*po));
 
     for (ti = 0; ti < o->nthreads; ti++) {
         int last = ti + 1 == o->nthreads;
 
         ef_text(o, !last, efs, sizeof(efs));
-        if (fmt(cmd, sizeof(cmd),
+        if (bench_fmt(cmd, sizeof(cmd),
                 "%s --base '%s/base.fvecs' --queries '%s/queries.fvecs' "
                 "--k %zu --m %zu --ef-construction %zu --threads %d "
                 "--ef %s --out '%s/%s' --metric l2 --seed %llu",
                 launcher, pe->tmpdir, pe->tmpdir, o->k, o->m, o->efc,
                 o->threads[ti], efs, pe->tmpdir, name, o->seed) != 0) {
-            fprintf(stderr, "%s: peer command too long\n", prog);
+            fprintf(stderr, "%s: peer command too long\n", bench_prog);
             exit(1);
         }
         if (run_peer(name, cmd, po) != 0) {
-            (void)fmt(s->why, sizeof(s->why), "the peer program failed");
+            (void)bench_fmt(s->why, sizeof(s->why), "the peer program failed");
             break;
         }
         s->build_s[ti] = po->build_s;
@@ -722,11 +672,11 @@ static void bench_peers(const ds_dataset *d, const int32_t *truth,
 {
     char path[PATH_LEN], err[1024], launcher[PATH_LEN + 32];
 
-    if (fmt(path, sizeof(path), "%s/base.fvecs", pe->tmpdir) != 0 ||
+    if (bench_fmt(path, sizeof(path), "%s/base.fvecs", pe->tmpdir) != 0 ||
         ds_fvecs_write(path, &d->base, err, sizeof(err)) != 0 ||
-        fmt(path, sizeof(path), "%s/queries.fvecs", pe->tmpdir) != 0 ||
+        bench_fmt(path, sizeof(path), "%s/queries.fvecs", pe->tmpdir) != 0 ||
         ds_fvecs_write(path, &d->queries, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: writing the peers' input: %s\n", prog, err);
+        fprintf(stderr, "%s: writing the peers' input: %s\n", bench_prog, err);
         exit(1);
     }
     if (pe->hnswlib_exe[0] != '\0') {
@@ -734,7 +684,7 @@ static void bench_peers(const ds_dataset *d, const int32_t *truth,
         bench_peer("hnswlib", launcher, pe, truth, d->queries.rows, o,
                    &runs[SYS_HNSWLIB]);
     } else {
-        (void)fmt(runs[SYS_HNSWLIB].why, sizeof(runs[SYS_HNSWLIB].why), "%s",
+        (void)bench_fmt(runs[SYS_HNSWLIB].why, sizeof(runs[SYS_HNSWLIB].why), "%s",
                  pe->hnswlib_why);
     }
     if (pe->faiss_script[0] != '\0') {
@@ -743,7 +693,7 @@ static void bench_peers(const ds_dataset *d, const int32_t *truth,
         bench_peer("faiss", launcher, pe, truth, d->queries.rows, o,
                    &runs[SYS_FAISS]);
     } else {
-        (void)fmt(runs[SYS_FAISS].why, sizeof(runs[SYS_FAISS].why), "%s",
+        (void)bench_fmt(runs[SYS_FAISS].why, sizeof(runs[SYS_FAISS].why), "%s",
                  pe->faiss_why);
     }
 }
@@ -1027,7 +977,7 @@ static int bench_dataset(const ds_dataset *d, const opts *o, const peers *pe,
         bench_peers(d, truth, o, pe, runs);
     else
         for (si = SYS_HNSWLIB; si < NSYS; si++)
-            (void)fmt(runs[si].why, sizeof(runs[si].why), "--no-peers");
+            (void)bench_fmt(runs[si].why, sizeof(runs[si].why), "--no-peers");
     print_sweep(runs, o);
     print_at_recall(runs, o);
     print_build_mem(runs, o, d->base.rows, d->base.dim);
@@ -1059,31 +1009,31 @@ static double filtered_pass(iqdb *hn, iqdb *fl, const ds_matrix *q,
                             double *qps)
 {
     size_t nq = q->rows, k = o->k, i;
-    int32_t *truth = xcalloc(nq * k, sizeof(*truth));
-    int32_t *got = xcalloc(nq * k, sizeof(*got));
+    int32_t *truth = bench_xcalloc(nq * k, sizeof(*truth));
+    int32_t *got = bench_xcalloc(nq * k, sizeof(*got));
     iqdb_results *res = NULL;
     double t0, r;
     int rc;
 
-    set_threads(o->threads[o->nthreads - 1]);
+    bench_set_threads(o->threads[o->nthreads - 1]);
     rc = iqdb_search_batch(fl, q->data, nq, (uint32_t)q->dim, k, f, NULL,
                            &res);
     if (rc != 0)
-        die_lib(fl, rc, "iqdb_search_batch (filtered oracle)");
+        bench_die_lib(fl, rc, "iqdb_search_batch (filtered oracle)");
     for (i = 0; i < nq; i++)
         take_ids(res, i, truth + i * k, k);
     iqdb_results_free(res);
-    set_threads(1);
-    t0 = now_s();
+    bench_set_threads(1);
+    t0 = bench_now();
     for (i = 0; i < nq; i++) {
         rc = iqdb_search(hn, q->data + i * q->dim, (uint32_t)q->dim, k, f,
                          NULL, &res);
         if (rc != 0)
-            die_lib(hn, rc, "iqdb_search (filtered)");
+            bench_die_lib(hn, rc, "iqdb_search (filtered)");
         take_ids(res, 0, got + i * k, k);
         iqdb_results_free(res);
     }
-    *qps = (double)nq / (now_s() - t0);
+    *qps = (double)nq / (bench_now() - t0);
     r = recall_of(got, truth, nq, k);
     free(truth);
     free(got);
@@ -1104,14 +1054,14 @@ static void bench_filtered(const ds_dataset *d, const opts *o)
         iqdb_meta *m = iqdb_meta_new();
         if (m == NULL || iqdb_meta_set(m, "b", iqdb_value_int((int64_t)(
                                                    mix64(i) % 1000))) != 0) {
-            fprintf(stderr, "%s: out of memory for metadata\n", prog);
+            fprintf(stderr, "%s: out of memory for metadata\n", bench_prog);
             exit(1);
         }
         recs[i].meta = m;
     }
     hn = open_db(d->base.dim, "hnsw", o, NULL);
     fl = open_db(d->base.dim, "flat", o, NULL);
-    set_threads(o->threads[o->nthreads - 1]);
+    bench_set_threads(o->threads[o->nthreads - 1]);
     fill(hn, &d->base, recs);
     fill(fl, &d->base, recs);
     for (i = 0; i < n; i++)
@@ -1120,7 +1070,7 @@ static void bench_filtered(const ds_dataset *d, const opts *o)
     for (j = 0; j < sizeof(below) / sizeof(below[0]); j++) {
         iqdb_filter *f = iqdb_filter_lt("b", iqdb_value_int(below[j]));
         if (f == NULL) {
-            fprintf(stderr, "%s: out of memory for a filter\n", prog);
+            fprintf(stderr, "%s: out of memory for a filter\n", bench_prog);
             exit(1);
         }
         r = filtered_pass(hn, fl, &d->queries, f, o, &qps);
@@ -1133,18 +1083,18 @@ static void bench_filtered(const ds_dataset *d, const opts *o)
     r = filtered_pass(hn, fl, &d->queries, NULL, o, &qps);
     printf("    no filter:                         recall@%zu %.4f, %8.0f "
            "QPS\n", o->k, r, qps);
-    t0 = now_s();
+    t0 = bench_now();
     for (i = 0; i < n; i++) {
         int rc;
         if (mix64(i ^ 0x5bd1e995u) & 1)
             continue;
         if ((rc = iqdb_delete(hn, iqdb_id_u64(i), NULL)) != 0)
-            die_lib(hn, rc, "iqdb_delete");
+            bench_die_lib(hn, rc, "iqdb_delete");
         if ((rc = iqdb_delete(fl, iqdb_id_u64(i), NULL)) != 0)
-            die_lib(fl, rc, "iqdb_delete (flat)");
+            bench_die_lib(fl, rc, "iqdb_delete (flat)");
         deleted++;
     }
-    t0 = now_s() - t0;
+    t0 = bench_now() - t0;
     r = filtered_pass(hn, fl, &d->queries, NULL, o, &qps);
     printf("    after deleting %zu of %zu at random (one by one, %.1f s "
            "with the flat copy's): recall@%zu %.4f, %8.0f QPS\n",
@@ -1180,7 +1130,7 @@ static void usage(FILE *f)
             "faiss_peer.py are\n"
             "  --fmnist-dir DIR    (default " DS_FMNIST_DIR ")\n"
             "  --csv FILE          also write the figures as CSV\n",
-            prog);
+            bench_prog);
 }
 
 static size_t parse_size(const char *opt, const char *v, size_t lo,
@@ -1191,7 +1141,7 @@ static size_t parse_size(const char *opt, const char *v, size_t lo,
 
     if (end == v || *end != '\0' || v[0] == '-' || x < lo || x > hi) {
         fprintf(stderr, "%s: %s wants an integer in [%zu, %zu], not '%s'\n",
-                prog, opt, lo, hi, v);
+                bench_prog, opt, lo, hi, v);
         exit(2);
     }
     return (size_t)x;
@@ -1208,7 +1158,7 @@ static size_t parse_list(const char *opt, const char *v, size_t lo,
         size_t w = strcspn(v, ",");
 
         if (w == 0 || w >= sizeof(item) || n == max) {
-            fprintf(stderr, "%s: bad %s list (at most %zu items)\n", prog,
+            fprintf(stderr, "%s: bad %s list (at most %zu items)\n", bench_prog,
                     opt, max);
             exit(2);
         }
@@ -1218,7 +1168,7 @@ static size_t parse_list(const char *opt, const char *v, size_t lo,
         v += w + (v[w] == ',');
     }
     if (n == 0) {
-        fprintf(stderr, "%s: empty %s list\n", prog, opt);
+        fprintf(stderr, "%s: empty %s list\n", bench_prog, opt);
         exit(2);
     }
     return n;
@@ -1254,7 +1204,7 @@ static void parse_opts(int argc, char **argv, opts *o)
                     strcmp(s, "-h") != 0;
 
         if (takes && v == NULL) {
-            fprintf(stderr, "%s: %s needs a value\n", prog, s);
+            fprintf(stderr, "%s: %s needs a value\n", bench_prog, s);
             exit(2);
         }
         if (strcmp(s, "--dataset") == 0) {
@@ -1264,7 +1214,7 @@ static void parse_opts(int argc, char **argv, opts *o)
                                 strcmp(v, "both") == 0;
             if (!o->want_fmnist && !o->want_generated) {
                 fprintf(stderr, "%s: --dataset wants fmnist, generated or "
-                        "both, not '%s'\n", prog, v);
+                        "both, not '%s'\n", bench_prog, v);
                 exit(2);
             }
         } else if (strcmp(s, "--n") == 0) {
@@ -1299,7 +1249,7 @@ static void parse_opts(int argc, char **argv, opts *o)
             usage(stdout);
             exit(0);
         } else {
-            fprintf(stderr, "%s: unknown option '%s'\n", prog, s);
+            fprintf(stderr, "%s: unknown option '%s'\n", bench_prog, s);
             usage(stderr);
             exit(2);
         }
@@ -1319,7 +1269,7 @@ static int load_fmnist(const opts *o, ds_dataset *d)
         return -1;
     }
     if (ds_fmnist_load(o->fmnist_dir, d, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: %s\n", prog, err);
+        fprintf(stderr, "%s: %s\n", bench_prog, err);
         exit(1);
     }
     snprintf(d->name, sizeof(d->name), "fashion-mnist");
@@ -1344,7 +1294,7 @@ static void load_generated(const opts *o, ds_dataset *d)
            (unsigned long long)spec.seed);
     fflush(stdout);
     if (ds_gen_clustered(&spec, d, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: %s\n", prog, err);
+        fprintf(stderr, "%s: %s\n", bench_prog, err);
         exit(1);
     }
     snprintf(d->name, sizeof(d->name), "generated");

@@ -112,6 +112,12 @@ int cli_json_parse(const char *text, size_t len, cli_json *out, char *err,
 void cli_json_free(cli_json *v);
 /* The member `key` of an OBJECT, or NULL. */
 const cli_json *cli_json_get(const cli_json *obj, const char *key);
+/* An OBJECT of scalar values (string, number, bool, null) as a new
+ * metadata map (free with iqdb_meta_free). Returns 0, or -1 with the
+ * reason in err ("\"metadata\" is not an object", "metadata \"k\":
+ * nested arrays and objects are not supported", ...). */
+int cli_json_to_meta(const cli_json *obj, iqdb_meta **out, char *err,
+                     size_t errlen);
 
 /* ---- vector file readers (readers.c) ------------------------------------------ */
 typedef enum cli_format {

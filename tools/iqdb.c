@@ -298,48 +298,6 @@ static int parse_vector_text(const char *s, float **out, uint32_t *dim)
     return 0;
 }
 
-/* A JSON object (from --metadata) as a metadata map. */
-static int json_to_meta(const cli_json *o, iqdb_meta **out, char *err,
-                        size_t errlen)
-{
-    if (o->type != CLI_JSON_OBJECT) {
-        snprintf(err, errlen, "metadata is not a JSON object");
-        return -1;
-    }
-    iqdb_meta *m = iqdb_meta_new();
-    if (m == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < o->len; i++) {
-        const cli_json *v = &o->items[i];
-        iqdb_value x;
-        switch (v->type) {
-        case CLI_JSON_NULL: x = iqdb_value_null(); break;
-        case CLI_JSON_BOOL: x = iqdb_value_bool(v->b); break;
-        case CLI_JSON_NUMBER:
-            x = v->is_int ? iqdb_value_int(v->i) : iqdb_value_double(v->num);
-            break;
-        case CLI_JSON_STRING: x = iqdb_value_strn(v->str, v->len); break;
-        default:
-            snprintf(err, errlen, "metadata key '%s': nested %s values are "
-                     "not supported", o->keys[i],
-                     v->type == CLI_JSON_ARRAY ? "array" : "object");
-            iqdb_meta_free(m);
-            return -1;
-        }
-        int r = iqdb_meta_set(m, o->keys[i], x);
-        if (r != 0) {
-            snprintf(err, errlen, "metadata key '%s': %s", o->keys[i],
-                     iqdb_errmsg(NULL));
-            iqdb_meta_free(m);
-            return -1;
-        }
-    }
-    *out = m;
-    return 0;
-}
-
 /* Read one line (without the newline) into a growing buffer; -1 at EOF. */
 static ssize_t read_line(FILE *f, char **buf, size_t *cap)
 {
@@ -749,7 +707,7 @@ static int cmd_import(int argc, char **argv)
                 bad = 1;
                 break;
             }
-            int jr = json_to_meta(&j, &m, jerr, sizeof jerr);
+            int jr = cli_json_to_meta(&j, &m, jerr, sizeof jerr);
             cli_json_free(&j);
             if (jr != 0) {
                 snprintf(err, sizeof err, "%s: line %llu: %s", meta_path,

@@ -784,3 +784,54 @@ const cli_json *cli_json_get(const cli_json *obj, const char *key)
             return &obj->items[i];
     return NULL;
 }
+
+/* ---- JSON to metadata ----------------------------------------------------- */
+
+int cli_json_to_meta(const cli_json *obj, iqdb_meta **out, char *err,
+                     size_t errlen)
+{
+    iqdb_meta *m;
+    size_t i;
+
+    *out = NULL;
+    if (obj->type != CLI_JSON_OBJECT) {
+        snprintf(err, errlen, "\"metadata\" is not an object");
+        return -1;
+    }
+    if ((m = iqdb_meta_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (i = 0; i < obj->len; i++) {
+        const cli_json *v = &obj->items[i];
+        iqdb_value x;
+
+        switch (v->type) {
+        case CLI_JSON_STRING:
+            x = iqdb_value_strn(v->str, v->len);
+            break;
+        case CLI_JSON_NUMBER:
+            x = v->is_int ? iqdb_value_int(v->i) : iqdb_value_double(v->num);
+            break;
+        case CLI_JSON_BOOL:
+            x = iqdb_value_bool(v->b);
+            break;
+        case CLI_JSON_NULL:
+            x = iqdb_value_null();
+            break;
+        default:
+            snprintf(err, errlen, "metadata \"%.64s\": nested arrays and "
+                     "objects are not supported", obj->keys[i]);
+            iqdb_meta_free(m);
+            return -1;
+        }
+        if (iqdb_meta_set(m, obj->keys[i], x) != 0) {
+            snprintf(err, errlen, "metadata \"%.64s\": %s", obj->keys[i],
+                     iqdb_errmsg(NULL));
+            iqdb_meta_free(m);
+            return -1;
+        }
+    }
+    *out = m;
+    return 0;
+}

@@ -1182,55 +1182,15 @@ static int jsonl_id(cli_reader *r, const cli_json *v, cli_record *rec,
     return 0;
 }
 
-static int jsonl_meta_value(const cli_json *v, iqdb_value *out)
-{
-    switch (v->type) {
-    case CLI_JSON_STRING:
-        *out = iqdb_value_strn(v->str, v->len);
-        return 0;
-    case CLI_JSON_NUMBER:
-        *out = v->is_int ? iqdb_value_int(v->i) : iqdb_value_double(v->num);
-        return 0;
-    case CLI_JSON_BOOL:
-        *out = iqdb_value_bool(v->b);
-        return 0;
-    case CLI_JSON_NULL:
-        *out = iqdb_value_null();
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 static int jsonl_meta(cli_reader *r, const cli_json *v, cli_record *rec,
                       char *err, size_t errlen)
 {
-    iqdb_meta *m;
-    size_t i;
+    char why[192];
 
     if (v == NULL)
         return 0;
-    if (v->type != CLI_JSON_OBJECT)
-        return rec_err(r, err, errlen, "\"metadata\" is not an object");
-    m = iqdb_meta_new();
-    if (m == NULL)
-        return rec_err(r, err, errlen, "out of memory");
-    for (i = 0; i < v->len; i++) {
-        iqdb_value val;
-
-        if (jsonl_meta_value(&v->items[i], &val) != 0) {
-            iqdb_meta_free(m);
-            return rec_err(r, err, errlen, "metadata \"%.64s\": nested "
-                           "arrays and objects are not supported",
-                           v->keys[i]);
-        }
-        if (iqdb_meta_set(m, v->keys[i], val) != 0) {
-            iqdb_meta_free(m);
-            return rec_err(r, err, errlen, "metadata \"%.64s\": %s",
-                           v->keys[i], iqdb_errmsg(NULL));
-        }
-    }
-    rec->meta = m;
+    if (cli_json_to_meta(v, &rec->meta, why, sizeof why) != 0)
+        return rec_err(r, err, errlen, "%s", why);
     return 0;
 }
 

@@ -350,7 +350,7 @@ int cli_cmd_demo(int argc, char **argv)
            t_exact / t_batch);
 
     /* A filtered query: the nearest sneakers to the first test image. */
-    const char *want = label_name(generated, generated ? 7 : 7);
+    const char *want = label_name(generated, 7);
     char ftext[64];
     snprintf(ftext, sizeof ftext, "label = \"%s\"", want);
     iqdb_filter *f = NULL;

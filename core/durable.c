@@ -14,7 +14,29 @@
  *   3. under wmu: wait for s-1 to be applied, apply s, wake the others.
  *
  * So readers never see a write before it is durable, and the order in
- * memory is the order in the log. If the sync of s fails the handle
+ * memory is the order in the log.
+ *
+ * Compaction folds the log into a new snapshot in three steps:
+ *
+ *   1. under wmu, with every logged write applied (sequence S): rotate
+ *      the log - "wal" becomes "wal.old" and a new empty "wal" starts at
+ *      S + 1 - then, under the store's read lock, encode everything but
+ *      the vectors and pin the store (no slot below its limit is reused,
+ *      so the vectors the snapshot reads stay as they were at S);
+ *   2. with no lock: write "snapshot.tmp" straight from the vector arena,
+ *      sync it, rename it over "snapshot", sync the directory, and delete
+ *      "wal.old";
+ *   3. under wmu: unpin, publish the new snapshot's sequence number.
+ *
+ * Automatic compaction runs step 2 on a thread of its own, so writers go
+ * on logging and applying (into the new "wal") while the snapshot is
+ * written; iqdb_flush and iqdb_close run all three in the caller. A
+ * crash at any point leaves the old snapshot with "wal.old" and "wal"
+ * holding every frame after it, or the new snapshot (with a leftover
+ * "wal.old" whose frames it holds): open replays "wal.old" then "wal".
+ * When step 2 fails, "wal.old" stays (the handle then refuses writes,
+ * like after any failed write), and the next compaction of a later open
+ * writes its snapshot without rotating again. If the sync of s fails the handle
  * refuses every later write (the kernel may have dropped the dirty pages;
  * retrying fsync would lie), s is not applied nor acknowledged, and
  * writers behind it fail the same way.
@@ -56,7 +78,20 @@ typedef struct iqdb_durable {
     iqdb_recovery recovery;
     pthread_mutex_t spare_mu;
     iqdb_buf spare; /* a frame buffer kept for the next write (spare_mu) */
+    /* Compaction (wmu). */
+    int old_live;    /* "wal.old" holds frames the snapshot does not */
+    int bg_active;   /* a thread is writing a snapshot (step 2) */
+    int bg_joinable; /* bg_thread has been started and not joined */
+    pthread_t bg_thread;
+    char failmsg[256]; /* what set failed, when known */
 } iqdb_durable;
+
+/* A compaction between its steps 1 and 3. */
+typedef struct compaction {
+    iqdb *db;
+    iqdb_snap_job *job;
+    uint64_t seq; /* the snapshot holds frames up to this one */
+} compaction;
 
 /* The largest frame buffer kept between writes. A fresh multi-megabyte
  * buffer costs a page fault per 4 KiB on every write (measured: about
@@ -127,7 +162,7 @@ static void dur_free(iqdb_durable *d)
 
 typedef struct replay_ctx {
     iqdb *db;
-    uint64_t skip_upto; /* frames already in the snapshot */
+    uint64_t skip_upto; /* frames already in the snapshot or applied */
     int err;
     uint64_t applied;
 } replay_ctx;
@@ -138,6 +173,7 @@ static int replay_frame(void *arg, uint64_t seq, const void *payload,
     replay_ctx *c = arg;
     if (seq <= c->skip_upto)
         return 0;
+    c->skip_upto = seq;
     iqdb_batch bt;
     const char *why = "";
     int r = iqdb__dec_batch(payload, len, c->db->dim, &bt, &why);
@@ -313,12 +349,95 @@ static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
     return 0;
 }
 
+/* Record the damage a replay found in file (recovery report, warning). */
+static void note_damage(iqdb_durable *d, const char *file,
+                        const iqdb_wal_replay_info *info)
+{
+    d->recovery.bytes_truncated += info->truncated_bytes;
+    d->recovery.frames_discarded += info->later_frames;
+    if (info->later_durable > 0)
+        d->recovery.acknowledged_damage = 1;
+    if (info->truncated_bytes == 0)
+        return;
+    d->recovery.damage_offset = info->valid_end;
+    d->recovery.damage = info->damage ? info->damage : "torn write";
+    iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                      "%s/%s: cut %llu bytes at offset %llu (%s); %llu "
+                      "intact frames after the damage dropped%s",
+                      d->dir, file, (unsigned long long)info->truncated_bytes,
+                      (unsigned long long)info->valid_end,
+                      info->damage ? info->damage : "torn write",
+                      (unsigned long long)info->later_frames,
+                      info->later_durable ? " (the damaged frame had been "
+                                            "durable: corruption)"
+                                          : "");
+}
+
+/* Replay "wal.old", the log a compaction rotated out, when it is there
+ * (a crash or a failure before that compaction's snapshot was in place).
+ * It is only read: the frames newer than the snapshot are applied and
+ * the file stays until a snapshot holds them. Sets *next to the sequence
+ * number "wal" must start at (at most). */
+static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
+                      uint64_t last_seq, uint64_t *next)
+{
+    char p[4096];
+    *next = last_seq + 1;
+    if (join(p, sizeof p, d->dir, IQDB_WAL_OLD_FILE) != 0 || !exists(p))
+        return 0;
+    iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 1, IQDB_WAL_OLD_FILE};
+    iqdb_wal *w = NULL;
+    int r = iqdb__wal_open(d->dir, &o, &w);
+    if (r != 0)
+        return r;
+    iqdb__wal_set_prealloc(w, 1);
+    iqdb_wal_replay_info info;
+    unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
+    r = iqdb__wal_replay(w, flags, replay_frame, c, &info);
+    if (r != 0) {
+        if (c->err == 0)
+            iqdb__retag_error(w, NULL);
+        iqdb__wal_close(w);
+        return r;
+    }
+    iqdb__wal_close(w);
+    if (info.first_seq > last_seq + 1)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "%s/%s starts at frame %llu but the snapshot "
+                               "ends at frame %llu: frames are missing",
+                               d->dir, IQDB_WAL_OLD_FILE,
+                               (unsigned long long)info.first_seq,
+                               (unsigned long long)last_seq);
+    note_damage(d, IQDB_WAL_OLD_FILE, &info);
+    if (info.next_seq > *next) {
+        *next = info.next_seq;
+        d->old_live = 1;
+    } else if (!cfg->readonly) {
+        /* Only frames the snapshot holds: a leftover of a compaction that
+         * finished. Where the unlink fails it is harmless. */
+        iqdb__io()->unlink(p);
+    }
+    return 0;
+}
+
 static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
                     uint64_t last_seq)
 {
+    replay_ctx c = {db, last_seq, 0, 0};
+    uint64_t next;
+    int r = replay_old(d, cfg, &c, last_seq, &next);
+    if (r != 0)
+        return r;
     iqdb_wal_options o = {cfg->fsync, cfg->period_ms ? cfg->period_ms : 100,
-                          !cfg->readonly, cfg->readonly, last_seq + 1};
-    int r = iqdb__wal_open(d->dir, &o, &d->wal);
+                          !cfg->readonly, cfg->readonly, next, NULL};
+    r = iqdb__wal_open(d->dir, &o, &d->wal);
+    if (r == IQDB_ENOTFOUND && cfg->readonly && d->old_live) {
+        /* Rotated out, and the new log not created yet: nothing more. */
+        d->recovery.frames_replayed = c.applied;
+        d->applied = next - 1;
+        d->snap_seq = last_seq;
+        return 0;
+    }
     if (r != 0)
         return r;
     /* Appends overwrite pre-written zeros, so an fdatasync carries no file
@@ -326,7 +445,6 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
      * read-only opener sets it too: it decides how replay reads a zero
      * tail (a clean end, not damage). */
     iqdb__wal_set_prealloc(d->wal, 1);
-    replay_ctx c = {db, last_seq, 0, 0};
     iqdb_wal_replay_info info;
     unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
     r = iqdb__wal_replay(d->wal, flags, replay_frame, &c, &info);
@@ -335,32 +453,25 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
             iqdb__retag_error(d->wal, NULL);
         return r;
     }
-    /* A log starting after the snapshot's end would mean lost frames. */
-    if (info.first_seq > last_seq + 1)
+    /* A log starting after the snapshot's (or wal.old's) end would mean
+     * lost frames. */
+    if (info.first_seq > next)
         return iqdb__set_error(NULL, IQDB_ECORRUPT,
-                               "%s/wal starts at frame %llu but the snapshot "
-                               "ends at frame %llu: frames are missing",
+                               "%s/wal starts at frame %llu but the %s ends "
+                               "at frame %llu: frames are missing",
                                d->dir, (unsigned long long)info.first_seq,
-                               (unsigned long long)last_seq);
+                               d->old_live ? "rotated-out log wal.old"
+                                           : "snapshot",
+                               (unsigned long long)(next - 1));
+    if (iqdb__wal_next_seq(d->wal) < next)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "%s/wal ends at frame %llu, before the "
+                               "rotated-out log wal.old (frame %llu)",
+                               d->dir,
+                               (unsigned long long)iqdb__wal_next_seq(d->wal) - 1,
+                               (unsigned long long)(next - 1));
     d->recovery.frames_replayed = c.applied;
-    d->recovery.bytes_truncated = info.truncated_bytes;
-    d->recovery.frames_discarded = info.later_frames;
-    d->recovery.acknowledged_damage = info.later_durable > 0;
-    if (info.truncated_bytes > 0) {
-        d->recovery.damage_offset = info.valid_end;
-        d->recovery.damage = info.damage ? info.damage : "torn write";
-    }
-    if (info.truncated_bytes > 0)
-        iqdb__host()->log(IQDB_LOG_WARN, NULL,
-                          "%s/wal: cut %llu bytes at offset %llu (%s); %llu "
-                          "intact frames after the damage dropped%s",
-                          d->dir, (unsigned long long)info.truncated_bytes,
-                          (unsigned long long)info.valid_end,
-                          info.damage ? info.damage : "torn write",
-                          (unsigned long long)info.later_frames,
-                          info.later_durable ? " (the damaged frame had been "
-                                               "durable: corruption)"
-                                             : "");
+    note_damage(d, IQDB_WAL_FILE, &info);
     d->applied = iqdb__wal_next_seq(d->wal) - 1;
     d->snap_seq = last_seq;
     /* An empty log needs no compaction at close. */
@@ -444,13 +555,25 @@ static int refuse(iqdb *db, iqdb_durable *d)
         return iqdb__set_error(db, IQDB_EREADONLY,
                                "write: %s is open read-only", d->dir);
     return iqdb__set_error(db, IQDB_EREADONLY,
-                           "write: an earlier write to %s failed (%s); the "
-                           "handle refuses writes until the database is "
-                           "reopened",
-                           d->dir, iqdb_strerror(d->failed));
+                           "write: an earlier write to %s failed (%s%s%s); "
+                           "the handle refuses writes until the database "
+                           "is reopened",
+                           d->dir, iqdb_strerror(d->failed),
+                           d->failmsg[0] ? ": " : "", d->failmsg);
 }
 
-static int compact_locked(iqdb *db, iqdb_durable *d);
+/* Stop accepting writes after failure r (wmu held), keeping the calling
+ * thread's message for later refusals. */
+static int fail(iqdb_durable *d, int r)
+{
+    if (d->failed == 0) {
+        d->failed = r;
+        snprintf(d->failmsg, sizeof d->failmsg, "%s", iqdb__last_error());
+    }
+    return r;
+}
+
+static void compact_auto(iqdb *db, iqdb_durable *d);
 
 /* Automatic compaction is due once the log holds more than the
  * threshold and more than the snapshot itself. A compaction rewrites the
@@ -520,7 +643,7 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     if (r != 0) {
         iqdb__retag_error(d->wal, db);
         if (r != IQDB_ERANGE && r != IQDB_ENOMEM)
-            d->failed = r;
+            fail(d, r);
         pthread_mutex_unlock(&d->wmu);
         frame_buf_give(d, payload);
         return r;
@@ -538,28 +661,23 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     if (r != 0 || d->failed) {
         if (r == 0)
             r = refuse(db, d);
-        if (d->failed == 0)
-            d->failed = r;
+        fail(d, r);
     } else {
         r = apply(db, arg);
         if (r != 0) {
             /* Logged but not applied: memory and log now differ, so stop
              * writing; a reopen replays the frame. */
-            d->failed = r;
+            fail(d, r);
         }
     }
     d->applied = seq;
     pthread_cond_broadcast(&d->applied_cv);
-    /* Compact only when no logged write waits to be applied: resetting the
-     * log would drop its frame. A later writer will find the moment. */
-    if (r == 0 && d->compact_bytes > 0 && wal_is_due(d) &&
-        d->applied + 1 == iqdb__wal_next_seq(d->wal)) {
-        int c = compact_locked(db, d);
-        if (c != 0)
-            iqdb__host()->log(IQDB_LOG_WARN, NULL,
-                              "automatic compaction of %s failed: %s", d->dir,
-                              iqdb_errmsg(db));
-    }
+    /* Compact only when no logged write waits to be applied: the log is
+     * rotated at the snapshot's sequence number. A later writer will
+     * find the moment; none while a compaction is still writing. */
+    if (r == 0 && d->compact_bytes > 0 && !d->bg_active && wal_is_due(d) &&
+        d->applied + 1 == iqdb__wal_next_seq(d->wal))
+        compact_auto(db, d);
     pthread_mutex_unlock(&d->wmu);
     return r;
 }
@@ -607,37 +725,153 @@ int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
 
 /* ---- compaction ------------------------------------------------------------------ */
 
-/* Called with wmu held and every logged write applied. */
+/* Step 1 (file comment): wmu held, every logged write applied. */
+static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c)
+{
+    int r;
+    /* A "wal.old" still holding frames the snapshot lacks (a compaction
+     * that failed, or a crash before one finished) must not be replaced:
+     * this snapshot will hold them, and the log is not rotated. */
+    if (!d->old_live) {
+        r = iqdb__wal_rotate(d->wal, IQDB_WAL_OLD_FILE);
+        if (r != 0) {
+            iqdb__retag_error(d->wal, db);
+            return fail(d, r);
+        }
+        d->old_live = 1;
+        d->empty_wal_size = iqdb__wal_size(d->wal);
+    }
+    c->db = db;
+    c->seq = d->applied;
+    pthread_rwlock_rdlock(&db->lock);
+    r = iqdb__snapshot_prepare(db, d->codec, d->level, c->seq, &c->job);
+    if (r == 0)
+        db->store.pinned = 1;
+    pthread_rwlock_unlock(&db->lock);
+    if (r != 0)
+        return fail(d, r);
+    return 0;
+}
+
+/* Step 2: no lock held. */
+static int compact_write(iqdb_durable *d, const compaction *c)
+{
+    int r = iqdb__snapshot_commit(c->job, d->dir);
+    if (r == 0) {
+        char p[4096];
+        /* The snapshot holds every frame of wal.old. Where this unlink
+         * fails or is lost in a crash, the next open removes the file. */
+        if (join(p, sizeof p, d->dir, IQDB_WAL_OLD_FILE) == 0)
+            iqdb__io()->unlink(p);
+    }
+    return r;
+}
+
+/* Step 3: wmu held. r is step 2's result. */
+static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
+{
+    db->store.pinned = 0;
+    iqdb__snapshot_job_free(c->job);
+    c->job = NULL;
+    if (r != 0) {
+        fail(d, r);
+        return;
+    }
+    d->snap_seq = c->seq;
+    d->snap_current = 1;
+    d->snap_bytes = snapshot_size(d->dir);
+    d->old_live = 0;
+}
+
+void (*iqdb__compact_hook)(const char *dir);
+
+static void *compact_main(void *arg)
+{
+    compaction *c = arg;
+    iqdb *db = c->db;
+    iqdb_durable *d = db->dur;
+    if (iqdb__compact_hook != NULL)
+        iqdb__compact_hook(d->dir);
+    int r = compact_write(d, c);
+    if (r != 0)
+        iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                          "automatic compaction of %s failed: %s", d->dir,
+                          iqdb__last_error());
+    pthread_mutex_lock(&d->wmu);
+    compact_end(db, d, c, r);
+    d->bg_active = 0;
+    pthread_cond_broadcast(&d->applied_cv);
+    pthread_mutex_unlock(&d->wmu);
+    iqdb__free(c);
+    return NULL;
+}
+
+/* Start a compaction whose snapshot is written on a thread of its own
+ * (wmu held, every logged write applied, none running). */
+static void compact_auto(iqdb *db, iqdb_durable *d)
+{
+    if (d->bg_joinable) {
+        /* The last one has finished (bg_active is clear): reap it. */
+        pthread_join(d->bg_thread, NULL);
+        d->bg_joinable = 0;
+    }
+    compaction *c = iqdb__malloc(sizeof *c);
+    int r = c ? compact_begin(db, d, c)
+              : iqdb__set_error(db, IQDB_ENOMEM, "compaction: out of memory");
+    if (c == NULL || r != 0) {
+        iqdb__free(c);
+        iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                          "automatic compaction of %s failed: %s", d->dir,
+                          iqdb__last_error());
+        return;
+    }
+    if (pthread_create(&d->bg_thread, NULL, compact_main, c) == 0) {
+        /* It cannot finish before wmu is released. */
+        d->bg_active = 1;
+        d->bg_joinable = 1;
+        return;
+    }
+    /* No thread: write the snapshot here. */
+    r = compact_write(d, c);
+    compact_end(db, d, c, r);
+    iqdb__free(c);
+    if (r != 0)
+        iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                          "automatic compaction of %s failed: %s", d->dir,
+                          iqdb__last_error());
+}
+
+/* Wait until no compaction thread runs and every logged write is applied
+ * (or the handle failed), then reap the thread. wmu held. */
+static void quiesce(iqdb_durable *d)
+{
+    while (d->bg_active ||
+           (d->wal != NULL && !d->failed &&
+            d->applied + 1 != iqdb__wal_next_seq(d->wal)))
+        pthread_cond_wait(&d->applied_cv, &d->wmu);
+    if (d->bg_joinable) {
+        pthread_join(d->bg_thread, NULL);
+        d->bg_joinable = 0;
+    }
+}
+
+/* A whole compaction in the caller. wmu held, quiesced. */
 static int compact_locked(iqdb *db, iqdb_durable *d)
 {
     if (d->readonly || d->failed)
         return refuse(db, d);
     /* Nothing written since the snapshot, which is already in this
      * handle's compression: nothing to do. */
-    if (d->snap_current && d->applied == d->snap_seq &&
+    if (d->snap_current && !d->old_live && d->applied == d->snap_seq &&
         iqdb__wal_next_seq(d->wal) == d->applied + 1 &&
         iqdb__wal_size(d->wal) <= d->empty_wal_size)
         return 0;
-    /* No WAL sync first: the snapshot is synced itself, and frames it
-     * holds are skipped on replay whatever the log keeps. */
-    int r;
-    pthread_rwlock_rdlock(&db->lock);
-    r = iqdb__snapshot_write(db, d->dir, d->codec, d->level, d->applied);
-    pthread_rwlock_unlock(&db->lock);
+    compaction c;
+    int r = compact_begin(db, d, &c);
     if (r != 0)
-        return d->failed = r;
-    /* The snapshot holds everything up to d->applied; a crash before the
-     * reset replays nothing twice (frames <= last_seq are skipped). */
-    d->snap_seq = d->applied;
-    d->snap_current = 1;
-    d->snap_bytes = snapshot_size(d->dir);
-    r = iqdb__wal_reset(d->wal);
-    if (r != 0) {
-        iqdb__retag_error(d->wal, db);
-        d->failed = r;
-    } else {
-        d->empty_wal_size = iqdb__wal_size(d->wal);
-    }
+        return r;
+    r = compact_write(d, &c);
+    compact_end(db, d, &c, r);
     return r;
 }
 
@@ -659,9 +893,9 @@ int iqdb_flush(iqdb *db)
     if (d == NULL)
         return 0;
     pthread_mutex_lock(&d->wmu);
-    /* Wait for writes already logged to be applied. */
-    while (d->applied + 1 != iqdb__wal_next_seq(d->wal) && !d->failed)
-        pthread_cond_wait(&d->applied_cv, &d->wmu);
+    /* Wait for writes already logged to be applied and for a compaction
+     * still writing its snapshot. */
+    quiesce(d);
     int r = compact_locked(db, d);
     pthread_mutex_unlock(&d->wmu);
     return r;
@@ -671,6 +905,9 @@ int iqdb__durable_close(iqdb *db)
 {
     iqdb_durable *d = db->dur;
     int r = 0;
+    pthread_mutex_lock(&d->wmu);
+    quiesce(d);
+    pthread_mutex_unlock(&d->wmu);
     if (!d->readonly && !d->failed)
         r = iqdb_flush(db);
     int c = iqdb__wal_close(d->wal);
@@ -702,11 +939,12 @@ int iqdb__durable_stat(iqdb *db, iqdb_stats *st)
         return iqdb__set_error(db, IQDB_EIO, "stat: %s/snapshot: %s", d->dir,
                                strerror(errno));
     st->snapshot_bytes = (uint64_t)sb.st_size;
+    /* A read-only handle may find only wal.old (no log yet). */
     if (join(path, sizeof path, d->dir, IQDB_WAL_FILE) != 0 ||
-        stat(path, &sb) != 0)
+        (stat(path, &sb) != 0 && (errno != ENOENT || d->wal != NULL)))
         return iqdb__set_error(db, IQDB_EIO, "stat: %s/%s: %s", d->dir,
                                IQDB_WAL_FILE, strerror(errno));
-    st->wal_file_bytes = (uint64_t)sb.st_size;
+    st->wal_file_bytes = d->wal != NULL ? (uint64_t)sb.st_size : 0;
     return 0;
 }
 
@@ -773,6 +1011,7 @@ typedef struct wal_check {
     check_ctx *c;
     uint32_t dim;
     uint64_t bad;
+    const char *file;
 } wal_check;
 
 static int check_frame(void *arg, uint64_t seq, const void *payload,
@@ -790,7 +1029,7 @@ static int check_frame(void *arg, uint64_t seq, const void *payload,
         char msg[256];
         snprintf(msg, sizeof msg, "frame %llu has a good checksum but "
                  "does not decode: %s", (unsigned long long)seq, why);
-        finding(w->c, IQDB_WAL_FILE, 0, 1, msg);
+        finding(w->c, w->file, 0, 1, msg);
         w->bad++;
         return 0;
     }
@@ -798,35 +1037,37 @@ static int check_frame(void *arg, uint64_t seq, const void *payload,
     return 0;
 }
 
-/* Every frame of the log, read-only: checksums, sequence, decoding. */
-static int check_wal(check_ctx *c, const char *dir, uint32_t dim)
+/* Every frame of one log file, read-only: checksums, sequence,
+ * decoding. */
+static int check_wal(check_ctx *c, const char *dir, const char *file,
+                     uint32_t dim)
 {
-    iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 1};
+    iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 1, file};
     iqdb_wal *w = NULL;
     int r = iqdb__wal_open(dir, &o, &w);
     if (r == IQDB_ENOTFOUND) {
-        finding(c, IQDB_WAL_FILE, 0, 0, "no log file (the next writable "
-                "open creates it)");
+        finding(c, file, 0, 0, "no log file (the next writable open "
+                "creates it)");
         return 0;
     }
     if (r == IQDB_ECORRUPT) {
-        finding(c, IQDB_WAL_FILE, 0, 1, iqdb__last_error());
+        finding(c, file, 0, 1, iqdb__last_error());
         return 0;
     }
     if (r != 0)
         return r;
     iqdb__wal_set_prealloc(w, 1);
-    wal_check wc = {c, dim, 0};
+    wal_check wc = {c, dim, 0, file};
     iqdb_wal_replay_info info;
     r = iqdb__wal_replay(w, IQDB_WAL_REPLAY_SALVAGE, check_frame, &wc, &info);
     if (r == IQDB_ECORRUPT) {
-        finding(c, IQDB_WAL_FILE, 0, 1, iqdb__last_error());
+        finding(c, file, 0, 1, iqdb__last_error());
         r = 0;
     } else if (r == 0 && info.truncated_bytes > 0) {
         char msg[512];
         int dmg = info.later_frames > 0;
         snprintf(msg, sizeof msg,
-                 "%s/wal: %s at offset %llu: %llu bytes%s%s", dir,
+                 "%s/%s: %s at offset %llu: %llu bytes%s%s", dir, file,
                  info.damage ? info.damage : "torn write",
                  (unsigned long long)info.valid_end,
                  (unsigned long long)info.truncated_bytes,
@@ -834,10 +1075,23 @@ static int check_wal(check_ctx *c, const char *dir, uint32_t dim)
                             "writable open cuts it off)",
                  info.later_frames > 0 ? ", with intact frames after it"
                                        : "");
-        finding(c, IQDB_WAL_FILE, info.valid_end, dmg, msg);
+        finding(c, file, info.valid_end, dmg, msg);
     }
     iqdb__wal_close(w);
     return r;
+}
+
+/* The log rotated out by a compaction that had not finished, if any. */
+static int check_old_wal(check_ctx *c, const char *dir, uint32_t dim)
+{
+    char p[4096];
+    if (join(p, sizeof p, dir, IQDB_WAL_OLD_FILE) != 0 || !exists(p))
+        return 0;
+    finding(c, IQDB_WAL_OLD_FILE, 0, 0,
+            "a log rotated out by a compaction that did not finish (a "
+            "crash or a failed snapshot write); open replays it, and the "
+            "next compaction removes it");
+    return check_wal(c, dir, IQDB_WAL_OLD_FILE, dim);
 }
 
 int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
@@ -859,7 +1113,8 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
         return r;
     uint32_t dim = 0;
     if ((r = check_snapshot_sections(&c, snap, &dim)) != 0 ||
-        (r = check_wal(&c, path, dim)) != 0 || c.damaged)
+        (r = check_old_wal(&c, path, dim)) != 0 ||
+        (r = check_wal(&c, path, IQDB_WAL_FILE, dim)) != 0 || c.damaged)
         goto out;
     /* Every section reads back: now the structure, through a read-only
      * open (records, index state, log frames). */

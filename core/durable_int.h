@@ -105,4 +105,10 @@ uint32_t iqdb__crc32c_sw(uint32_t crc, const void *buf, size_t n);
 uint32_t iqdb__crc32c_hw(uint32_t crc, const void *buf, size_t n);
 int iqdb__crc32c_hw_available(void);
 
+/* Test hook (durable.c): when set, the thread of an automatic compaction
+ * calls it between the compaction's first and second steps - the log
+ * rotated, the store pinned, the snapshot not yet written - with the
+ * database directory. NULL in normal use. */
+extern void (*iqdb__compact_hook)(const char *dir);
+
 #endif /* IQDB_DURABLE_INT_H */

@@ -130,13 +130,17 @@ typedef struct iqdb_store {
     uint64_t count;
     uint64_t next_order;
     iqdb_idmap map;
+    int pinned; /* a snapshot is being written from the slots below limit
+                   (durable.c): take hands out only fresh slots, so no
+                   vector the snapshot reads is overwritten */
 } iqdb_store;
 
 int iqdb__store_init(iqdb_store *s, uint32_t dim);
 void iqdb__store_destroy(iqdb_store *s);
 /* Make room for n more slots so that take/fill cannot fail. */
 int iqdb__store_reserve(iqdb_store *s, size_t n);
-/* A free slot (after reserve). Its vector may be written at once. */
+/* A free slot (after reserve), or a fresh one above the limit while the
+ * store is pinned. Its vector may be written at once. */
 uint64_t iqdb__store_take(iqdb_store *s);
 /* Give back a slot taken but never published. */
 void iqdb__store_untake(iqdb_store *s, uint64_t slot);

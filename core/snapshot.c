@@ -225,43 +225,64 @@ static int index_write_cb(void *ctx, const void *buf, size_t len)
     return b->oom ? IQDB_ENOMEM : 0;
 }
 
-static void w_vectors(writer *w, section *sec, const iqdb_store *s)
+/* Everything a snapshot file holds, taken from the database under its
+ * lock (iqdb__snapshot_prepare) and written without it
+ * (iqdb__snapshot_commit). The records, the live bitmap and the index
+ * state are encoded into buffers of their own; the vectors are not
+ * copied: the job keeps the arena's chunk pointers, and the caller
+ * guarantees that nothing writes to slots below `limit` until the job is
+ * freed (the store's pin). */
+struct iqdb_snap_job {
+    const iqdb *db; /* for messages only */
+    const iqdb_codec_ops *codec;
+    int level;
+    uint64_t last_seq;
+    uint32_t dim;
+    int metric;
+    uint64_t count, limit, next_order;
+    iqdb_buf cfg, slots, ids, ord, meta, idx;
+    int have_index;
+    uint32_t index_version;
+    float **chunks; /* the arena's first ceil(limit / per) chunks */
+    uint32_t chunk_shift;
+    size_t stride;
+};
+
+static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
 {
-    const iqdb_arena *a = &s->arena;
-    size_t per = (size_t)1 << a->chunk_shift;
+    size_t per = (size_t)1 << j->chunk_shift;
     sec->type = IQDB_SEC_VECTORS;
     sec->codec = 0;
     sec->crc = 0;
     sec->aux = 0;
     w_pad_to(w, PAGE);
     sec->offset = w->off;
-    for (uint64_t slot = 0; slot < s->limit && w->err == 0; slot += per) {
-        uint64_t n = s->limit - slot < per ? s->limit - slot : per;
-        /* Dead slots may hold stale vectors: zero them in the file only
-         * when they are few enough not to matter; the loader never reads
-         * them as records, so writing them as they are is also safe. */
-        w_bytes(w, iqdb__arena_at(a, slot), (size_t)n * a->stride * 4,
-                &sec->crc);
+    for (uint64_t slot = 0; slot < j->limit && w->err == 0; slot += per) {
+        uint64_t n = j->limit - slot < per ? j->limit - slot : per;
+        /* Dead slots may hold stale vectors: the loader never reads them
+         * as records, so writing them as they are is safe. */
+        w_bytes(w, j->chunks[slot >> j->chunk_shift],
+                (size_t)n * j->stride * 4, &sec->crc);
     }
-    sec->stored = sec->raw = s->limit * a->stride * 4;
+    sec->stored = sec->raw = j->limit * j->stride * 4;
 }
 
-static void w_header(writer *w, const iqdb *db, const section *secs,
-                     uint32_t nsec, uint32_t codec_id, uint64_t last_seq)
+static void w_header(writer *w, const iqdb_snap_job *j, const section *secs,
+                     uint32_t nsec)
 {
     unsigned char h[HDR_SIZE] = {0};
     memcpy(h, magic, 8);
     put32(h + 8, IQDB_SNAPSHOT_VERSION);
     put32(h + 12, HDR_SIZE);
-    put32(h + 16, db->dim);
-    put32(h + 20, (uint32_t)db->metric);
-    put64(h + 24, db->store.count);
-    put64(h + 32, db->store.limit);
-    put64(h + 40, db->store.next_order);
-    put32(h + 48, codec_id);
+    put32(h + 16, j->dim);
+    put32(h + 20, (uint32_t)j->metric);
+    put64(h + 24, j->count);
+    put64(h + 32, j->limit);
+    put64(h + 40, j->next_order);
+    put32(h + 48, j->codec ? j->codec->id : 0);
     put32(h + 52, nsec);
     put64(h + 56, HDR_SIZE);
-    put64(h + 64, last_seq);
+    put64(h + 64, j->last_seq);
     put32(h + 124, iqdb__crc32c(0, h, 124));
     unsigned char t[MAX_SECTIONS * ENTRY_SIZE + 4] = {0};
     for (uint32_t i = 0; i < nsec; i++) {
@@ -282,65 +303,113 @@ static void w_header(writer *w, const iqdb *db, const section *secs,
     w->off = end;
 }
 
-int iqdb__snapshot_write(iqdb *db, const char *dir,
-                         const iqdb_codec_ops *codec, int level,
-                         uint64_t last_seq)
+void iqdb__snapshot_job_free(iqdb_snap_job *j)
+{
+    if (j == NULL)
+        return;
+    iqdb__buf_free(&j->cfg);
+    iqdb__buf_free(&j->slots);
+    iqdb__buf_free(&j->ids);
+    iqdb__buf_free(&j->ord);
+    iqdb__buf_free(&j->meta);
+    iqdb__buf_free(&j->idx);
+    iqdb__free(j->chunks);
+    iqdb__free(j);
+}
+
+int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
+                           uint64_t last_seq, iqdb_snap_job **out)
+{
+    const iqdb_store *s = &db->store;
+    iqdb_snap_job *j = iqdb__calloc(1, sizeof *j);
+    if (j == NULL)
+        return iqdb__set_error(db, IQDB_ENOMEM, "snapshot: out of memory");
+    j->db = db;
+    j->codec = codec;
+    j->level = level;
+    j->last_seq = last_seq;
+    j->dim = db->dim;
+    j->metric = db->metric;
+    j->count = s->count;
+    j->limit = s->limit;
+    j->next_order = s->next_order;
+    j->chunk_shift = s->arena.chunk_shift;
+    j->stride = s->arena.stride;
+    iqdb__buf_init(&j->cfg);
+    iqdb__buf_init(&j->slots);
+    iqdb__buf_init(&j->ids);
+    iqdb__buf_init(&j->ord);
+    iqdb__buf_init(&j->meta);
+    iqdb__buf_init(&j->idx);
+    size_t per = (size_t)1 << j->chunk_shift;
+    size_t nchunks = (size_t)((s->limit + per - 1) / per);
+    if (nchunks > 0) {
+        j->chunks = iqdb__malloc(nchunks * sizeof *j->chunks);
+        if (j->chunks == NULL) {
+            iqdb__snapshot_job_free(j);
+            return iqdb__set_error(db, IQDB_ENOMEM, "snapshot: out of memory");
+        }
+        memcpy(j->chunks, s->arena.chunks, nchunks * sizeof *j->chunks);
+    }
+    enc_config(&j->cfg, db, codec ? codec->name : NULL);
+    enc_records(s, &j->ids, &j->ord, &j->meta);
+    if (db->ops->save != NULL && (db->ops->caps & IQDB_CAP_PERSIST)) {
+        iqdb_writer iw = {sizeof iw, &j->idx, index_write_cb};
+        int r = db->ops->save(db->index, &iw);
+        if (r != 0) {
+            iqdb__snapshot_job_free(j);
+            return r;
+        }
+        j->have_index = 1;
+        j->index_version = db->ops->format_version;
+    }
+    /* The live bitmap, as little-endian words. */
+    for (uint64_t w = 0; w < (s->limit + 63) / 64; w++)
+        iqdb__buf_u64(&j->slots, s->live[w]);
+    if (j->cfg.oom || j->ids.oom || j->ord.oom || j->meta.oom || j->idx.oom ||
+        j->slots.oom) {
+        iqdb__snapshot_job_free(j);
+        return iqdb__set_error(db, IQDB_ENOMEM, "snapshot: out of memory");
+    }
+    *out = j;
+    return 0;
+}
+
+int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
 {
     char tmp[4096], final[4096];
     const iqdb_io *io = iqdb__io();
+    const iqdb_codec_ops *codec = j->codec;
+    int level = j->level;
     if (snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir) >= (int)sizeof tmp ||
         snprintf(final, sizeof final, "%s/snapshot", dir) >= (int)sizeof final)
-        return iqdb__set_error(db, IQDB_EINVAL, "snapshot: path too long");
-    iqdb_buf cfg, ids, ord, meta, idx;
-    iqdb__buf_init(&cfg);
-    iqdb__buf_init(&ids);
-    iqdb__buf_init(&ord);
-    iqdb__buf_init(&meta);
-    iqdb__buf_init(&idx);
-    enc_config(&cfg, db, codec ? codec->name : NULL);
-    enc_records(&db->store, &ids, &ord, &meta);
-    int r = 0, have_index = 0;
-    if (db->ops->save != NULL && (db->ops->caps & IQDB_CAP_PERSIST)) {
-        iqdb_writer iw = {sizeof iw, &idx, index_write_cb};
-        r = db->ops->save(db->index, &iw);
-        if (r != 0)
-            goto out;
-        have_index = 1;
-    }
-    /* The live bitmap, as little-endian words. */
-    iqdb_buf slots;
-    iqdb__buf_init(&slots);
-    for (uint64_t w = 0; w < (db->store.limit + 63) / 64; w++)
-        iqdb__buf_u64(&slots, db->store.live[w]);
-    if (cfg.oom || ids.oom || ord.oom || meta.oom || idx.oom || slots.oom) {
-        iqdb__buf_free(&slots);
-        r = iqdb__set_error(db, IQDB_ENOMEM, "snapshot: out of memory");
-        goto out;
-    }
+        return iqdb__set_error(j->db, IQDB_EINVAL, "snapshot: path too long");
     writer w = {-1, tmp, 0, 0, 0, NULL};
     w.fd = io->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.fd < 0) {
         int e = errno;
-        iqdb__buf_free(&slots);
-        r = iqdb__set_error(db, iqdb__io_status(e), "snapshot: cannot create %s: %s",
-                            tmp, strerror(e));
-        goto out;
+        return iqdb__set_error(j->db, iqdb__io_status(e),
+                               "snapshot: cannot create %s: %s", tmp,
+                               strerror(e));
     }
     section secs[MAX_SECTIONS];
     uint32_t n = 0;
     w.off = HDR_SIZE + MAX_SECTIONS * ENTRY_SIZE + 4;
-    w_section(&w, &secs[n++], IQDB_SEC_CONFIG, cfg.p, cfg.len, NULL, 0);
-    w_section(&w, &secs[n++], IQDB_SEC_SLOTS, slots.p, slots.len, codec, level);
-    w_section(&w, &secs[n++], IQDB_SEC_IDS, ids.p, ids.len, codec, level);
-    w_section(&w, &secs[n++], IQDB_SEC_ORDER, ord.p, ord.len, codec, level);
-    w_section(&w, &secs[n++], IQDB_SEC_META, meta.p, meta.len, codec, level);
-    w_vectors(&w, &secs[n++], &db->store);
-    if (have_index) {
-        w_section(&w, &secs[n], IQDB_SEC_INDEX, idx.p, idx.len, codec, level);
-        secs[n++].aux = db->ops->format_version;
+    w_section(&w, &secs[n++], IQDB_SEC_CONFIG, j->cfg.p, j->cfg.len, NULL, 0);
+    w_section(&w, &secs[n++], IQDB_SEC_SLOTS, j->slots.p, j->slots.len, codec,
+              level);
+    w_section(&w, &secs[n++], IQDB_SEC_IDS, j->ids.p, j->ids.len, codec, level);
+    w_section(&w, &secs[n++], IQDB_SEC_ORDER, j->ord.p, j->ord.len, codec,
+              level);
+    w_section(&w, &secs[n++], IQDB_SEC_META, j->meta.p, j->meta.len, codec,
+              level);
+    w_vectors(&w, &secs[n++], j);
+    if (j->have_index) {
+        w_section(&w, &secs[n], IQDB_SEC_INDEX, j->idx.p, j->idx.len, codec,
+                  level);
+        secs[n++].aux = j->index_version;
     }
-    iqdb__buf_free(&slots);
-    w_header(&w, db, secs, n, codec ? codec->id : 0, last_seq);
+    w_header(&w, j, secs, n);
     if (w.err == 0 && io->fsync(w.fd) != 0)
         w_fail(&w, errno, "fsync");
     if (io->close(w.fd) != 0 && w.err == 0)
@@ -353,16 +422,24 @@ int iqdb__snapshot_write(iqdb *db, const char *dir,
         /* The old snapshot was never touched before the rename. */
         if (w.what == NULL || strcmp(w.what, "directory fsync") != 0)
             io->unlink(tmp);
-        r = iqdb__set_error(db, w.err, "snapshot: %s of %s failed: %s",
-                            w.what ? w.what : "write", tmp,
-                            w.err_no ? strerror(w.err_no) : iqdb_strerror(w.err));
+        return iqdb__set_error(j->db, w.err, "snapshot: %s of %s failed: %s",
+                               w.what ? w.what : "write", tmp,
+                               w.err_no ? strerror(w.err_no)
+                                        : iqdb_strerror(w.err));
     }
-out:
-    iqdb__buf_free(&cfg);
-    iqdb__buf_free(&ids);
-    iqdb__buf_free(&ord);
-    iqdb__buf_free(&meta);
-    iqdb__buf_free(&idx);
+    return 0;
+}
+
+int iqdb__snapshot_write(iqdb *db, const char *dir,
+                         const iqdb_codec_ops *codec, int level,
+                         uint64_t last_seq)
+{
+    iqdb_snap_job *j;
+    int r = iqdb__snapshot_prepare(db, codec, level, last_seq, &j);
+    if (r == 0) {
+        r = iqdb__snapshot_commit(j, dir);
+        iqdb__snapshot_job_free(j);
+    }
     return r;
 }
 

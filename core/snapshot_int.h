@@ -54,6 +54,19 @@ int iqdb__snapshot_write(iqdb *db, const char *dir,
                          const iqdb_codec_ops *codec, int level,
                          uint64_t last_seq);
 
+/* The same in two steps, so the file can be written without the lock:
+ * prepare, under db's lock against writers, encodes everything but the
+ * vectors and notes where the vectors are; commit, with no lock, writes
+ * the file and replaces dir/snapshot as above. Between the two the
+ * caller must keep every slot below the store's current limit from being
+ * written (iqdb_store.pinned) and the database open. commit may run on
+ * another thread; its message is set on db in that thread. */
+typedef struct iqdb_snap_job iqdb_snap_job;
+int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
+                           uint64_t last_seq, iqdb_snap_job **out);
+int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir);
+void iqdb__snapshot_job_free(iqdb_snap_job *j);
+
 /* Open and check a snapshot's header, section table and configuration.
  * Errors: IQDB_ENOTFOUND (no file), IQDB_ECORRUPT (with file and
  * offset), IQDB_EIO, IQDB_ENOMEM; message on handle NULL. */

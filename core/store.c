@@ -109,7 +109,7 @@ static int grow_slots(iqdb_store *s, uint64_t need)
 
 int iqdb__store_reserve(iqdb_store *s, size_t n)
 {
-    uint64_t fresh = n > s->nfree ? n - s->nfree : 0;
+    uint64_t fresh = s->pinned ? n : n > s->nfree ? n - s->nfree : 0;
     uint64_t need = s->limit + fresh;
     /* The id map keeps 32-bit slots. */
     if (need < s->limit || need >= IQDB_IDMAP_MAX_SLOT)
@@ -123,7 +123,7 @@ int iqdb__store_reserve(iqdb_store *s, size_t n)
 
 uint64_t iqdb__store_take(iqdb_store *s)
 {
-    if (s->nfree > 0)
+    if (s->nfree > 0 && !s->pinned)
         return s->free_slots[--s->nfree];
     return s->limit++;
 }

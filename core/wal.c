@@ -471,7 +471,7 @@ static iqdb_wal *wal_alloc(const char *dir, const iqdb_wal_options *o)
     w->period_ms = o->period_ms;
     w->readonly = o->readonly != 0;
     w->dir = iqdb__strdup(dir);
-    w->path = join(dir, IQDB_WAL_FILE);
+    w->path = join(dir, o->name ? o->name : IQDB_WAL_FILE);
     w->tmp = join(dir, IQDB_WAL_TMP_FILE);
     if (w->dir == NULL || w->path == NULL || w->tmp == NULL)
         goto fail_strings;
@@ -585,7 +585,8 @@ static int open_file(iqdb_wal *w, const iqdb_wal_options *o)
 int iqdb__wal_open(const char *dir, const iqdb_wal_options *opt,
                    iqdb_wal **out)
 {
-    static const iqdb_wal_options defaults = {IQDB_WAL_ALWAYS, 0, 1, 0, 1};
+    static const iqdb_wal_options defaults = {IQDB_WAL_ALWAYS, 0, 1, 0, 1,
+                                              NULL};
     const iqdb_wal_options *o = opt ? opt : &defaults;
     if (out != NULL)
         *out = NULL;
@@ -1170,32 +1171,48 @@ int iqdb__wal_sync(iqdb_wal *w)
     return rc;
 }
 
-int iqdb__wal_reset(iqdb_wal *w)
+/* Start a new, empty file at the next sequence number: the old file is
+ * renamed to keep (inside the directory) first, or just replaced when
+ * keep is NULL. */
+static int renew(iqdb_wal *w, const char *keep, const char *what)
 {
-    if (w == NULL)
-        return iqdb__set_error(NULL, IQDB_EINVAL,
-                               "iqdb__wal_reset: NULL handle");
     pthread_mutex_lock(&w->mu);
-    int rc;
+    int rc = 0;
+    char *kept = NULL;
     if (w->readonly || w->fail_code != 0) {
         rc = refuse(w);
         goto out;
     }
     if (!w->replayed) {
-        rc = iqdb__set_error(w, IQDB_EINVAL,
-                             "WAL '%s': replay it before a reset", w->path);
+        rc = iqdb__set_error(w, IQDB_EINVAL, "WAL '%s': replay it before a %s",
+                             w->path, what);
+        goto out;
+    }
+    if (keep != NULL && (kept = join(w->dir, keep)) == NULL) {
+        rc = iqdb__set_error(w, IQDB_ENOMEM, "WAL '%s': %s: out of memory",
+                             w->path, what);
         goto out;
     }
     /* Every frame must be durable before the file holding it goes: an
      * appender may still be waiting to be acknowledged for it. The loop
      * covers frames written while the mutex was dropped for a sync (a
      * caller breaking the no-concurrent-appends rule would otherwise get
-     * a frame acknowledged and then discarded). */
+     * a frame acknowledged and then discarded). For a rotation it also
+     * keeps the log a prefix across the two files whatever the policy:
+     * the new file's frames can never be durable while the old one's
+     * tail is not. */
     while (w->synced_seq + 1 < w->next_seq || w->syncing) {
         if (w->syncing)
             pthread_cond_wait(&w->synced, &w->mu);
         else if ((rc = wait_durable(w, w->next_seq - 1)) != 0)
             goto out;
+    }
+    if (kept != NULL && iqdb__io()->rename(w->path, kept) != 0) {
+        int e = errno;
+        rc = set_failed(w, "renaming the old WAL", e);
+        iqdb__set_error(w, rc, "WAL '%s': %s: renaming it to '%s' failed: %s",
+                        w->path, what, kept, strerror(e));
+        goto out;
     }
     uint64_t salt = new_salt(w->salt);
     int fd;
@@ -1210,15 +1227,35 @@ int iqdb__wal_reset(iqdb_wal *w)
         w->end = w->synced_end = w->alloc = HDR_SIZE;
     }
     if (r != 0) {
-        /* The old WAL is intact, or the new one in place: nothing to cut
-         * back, but the rule holds - no more writes on this handle. */
+        /* Reset: the old WAL is intact, or the new one in place. Rotation:
+         * the old frames are under their new name, and there may be no
+         * file under the old one yet (open copes). Nothing to cut back
+         * either way, but the rule holds - no more writes on this
+         * handle. */
         rc = set_failed(w, op, e);
-        iqdb__set_error(w, rc, "WAL '%s': reset: %s failed: %s", w->path, op,
-                        strerror(e));
+        iqdb__set_error(w, rc, "WAL '%s': %s: %s failed: %s", w->path, what,
+                        op, strerror(e));
     }
 out:
     pthread_mutex_unlock(&w->mu);
+    iqdb__free(kept);
     return rc;
+}
+
+int iqdb__wal_reset(iqdb_wal *w)
+{
+    if (w == NULL)
+        return iqdb__set_error(NULL, IQDB_EINVAL,
+                               "iqdb__wal_reset: NULL handle");
+    return renew(w, NULL, "reset");
+}
+
+int iqdb__wal_rotate(iqdb_wal *w, const char *keep)
+{
+    if (w == NULL || keep == NULL || keep[0] == '\0' || strchr(keep, '/'))
+        return iqdb__set_error(w, IQDB_EINVAL,
+                               "iqdb__wal_rotate: bad argument");
+    return renew(w, keep, "rotation");
 }
 
 /* ---- queries and close -------------------------------------------------- */

@@ -2,7 +2,8 @@
  * core/wal_int.h - the write-ahead log of a database directory.
  * Internal to the core. The byte layout is documented in core/wal.c.
  *
- * A WAL is one file, <dir>/wal. Each acknowledged write of the database
+ * A WAL is one file, <dir>/wal (while a compaction runs, the previous
+ * file may also be there as <dir>/wal.old: iqdb__wal_rotate). Each acknowledged write of the database
  * is one frame: an opaque payload (the db layer serialises a record batch
  * into it) with a sequence number and CRC32C checksums. Sequence numbers
  * increase by one per frame and keep increasing across iqdb__wal_reset,
@@ -60,6 +61,8 @@
 /* File names inside the database directory. */
 #define IQDB_WAL_FILE "wal"
 #define IQDB_WAL_TMP_FILE "wal.tmp" /* creation and reset; removed at open */
+#define IQDB_WAL_OLD_FILE "wal.old" /* the log rotated out by a compaction
+                                       still writing its snapshot */
 
 /* Largest payload of one frame (1 GiB). A record batch larger than this
  * must be split by the caller. Part of the format: replay rejects a frame
@@ -80,6 +83,8 @@ typedef struct iqdb_wal_options {
                            appends and resets get IQDB_EREADONLY */
     uint64_t first_seq; /* creating: sequence number of the first frame
                            (0 means 1); e.g. the snapshot's last + 1 */
+    const char *name;   /* file name in dir; NULL means IQDB_WAL_FILE
+                           (another name: opening a rotated-out log) */
 } iqdb_wal_options;
 
 typedef struct iqdb_wal iqdb_wal;
@@ -232,6 +237,17 @@ int iqdb__wal_sync(iqdb_wal *w);
  * the new one (each frame's checksum covers the WAL's salt). Returns 0 or
  * an error code (the handle then refuses appends). */
 int iqdb__wal_reset(iqdb_wal *w);
+
+/* Like iqdb__wal_reset, but the old file is first renamed to keep (a
+ * name inside the same directory, replacing any file of that name), so
+ * its frames stay readable until a snapshot holding them is in place:
+ * what lets a compaction write its snapshot while appends go on into the
+ * new file. Every frame written so far is made durable first, whatever
+ * the policy, so the log stays a prefix across the two files. Failures
+ * put the handle in the failed state like a reset's; after a failed
+ * rename of the new file the directory may hold keep and no IQDB_WAL_FILE
+ * (the db layer's open handles that). */
+int iqdb__wal_rotate(iqdb_wal *w, const char *keep);
 
 /* Bytes of log in the WAL file, header included (the end of the last
  * complete frame; the file itself may be longer, preallocated); 0 for

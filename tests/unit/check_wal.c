@@ -192,7 +192,7 @@ static int open_as_configured(const char *dir, const iqdb_wal_options *o,
 
 static iqdb_wal_options opts(int sync, int create)
 {
-    iqdb_wal_options o = {sync, 5, create, 0, 1};
+    iqdb_wal_options o = {sync, 5, create, 0, 1, NULL};
     return o;
 }
 

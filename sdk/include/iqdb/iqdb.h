@@ -357,7 +357,12 @@ IQDB_API int iqdb_config_set_strict_recovery(iqdb_config *cfg, int strict);
  * and past the size of the snapshot itself. A compaction rewrites the
  * whole snapshot; the second condition keeps the bytes it writes within
  * about twice the bytes written to the database, however large it grows
- * (so a large database's log may grow to the snapshot's size). */
+ * (so a large database's log may grow to the snapshot's size). The
+ * snapshot of an automatic compaction is written by a thread the library
+ * starts for it, while writes go on into a new log ("wal"; the old one
+ * is kept as "wal.old" until the snapshot is in place). If writing it
+ * fails, later writes on the handle fail with IQDB_EREADONLY and a
+ * message saying why, as after any failed write. */
 IQDB_API int iqdb_config_set_compact_bytes(iqdb_config *cfg, uint64_t bytes);
 
 /* ------------------------------------------------------------------ */

@@ -11,7 +11,8 @@
  *     one transaction per row and one per 1000 rows), and the raw latency
  *     of a 4 KiB pwrite + fdatasync in the same directory, appending and
  *     rewriting in place: the floor any per-record durable write pays.
- *     The sync-bound cases run in interleaved slices, so a shared or
+ *     The sync-bound cases run in interleaved slices (the batch cases in
+ *     alternating whole passes, maintenance included), so a shared or
  *     rate-limited disk treats them alike; each reports records/s and the
  *     median and p99 latency of a call.
  *  2. Open time of a 200k x 128 database (generated data, fixed seed, flat
@@ -78,6 +79,7 @@
 #define TARGET_OPEN_VS_BUILD 0.10  /* hnsw reopen / build, at most */
 
 #define BATCH 1000
+#define BATCH_PASSES 5 /* whole passes of the batch case (--quick: 2) */
 #define THREADS 8
 #define PERIOD_MS 10
 #define PROBE_BYTES 4096
@@ -946,38 +948,82 @@ static void run_per_call(const opts *o, const sizes *z, const corpus *c,
 #endif
 }
 
-/* Batches of BATCH records, iqdb and SQLite taking turns, an equal share
- * of the batches in each round. */
+/* The passes of one batch case, pooled: every call's latency, and the
+ * records, seconds and CPU seconds of all passes. */
+typedef struct pool {
+    double *lat;
+    size_t calls, done;
+    double secs, cpu;
+} pool;
+
+/* Add a pass's figures (before acc_finish frees its latencies). */
+static void pool_add(pool *p, const acc *a)
+{
+    memcpy(p->lat + p->calls, a->lat, a->calls * sizeof(*p->lat));
+    p->calls += a->calls;
+    p->done += a->r->done;
+    p->secs += a->r->secs;
+    p->cpu += a->cpu;
+}
+
+static void pool_finish(pool *p, rate *r, size_t n, size_t passes)
+{
+    r->ran = 1;
+    r->done = p->done;
+    r->total = n * passes;
+    r->per_call = BATCH;
+    r->threads = 1;
+    r->secs = p->secs;
+    r->cpu = p->secs > 0 ? p->cpu / p->secs : 0.0;
+    percentiles(p->lat, p->calls, &r->med_us, &r->p99_us);
+    free(p->lat);
+}
+
+/* Batches of BATCH records: whole passes over the n records, each into a
+ * fresh database, iqdb and SQLite taking turns (so a disk that drifts
+ * treats them alike). A pass is the whole job, maintenance included:
+ * iqdb's automatic compactions (its pass waits for the snapshot the last
+ * one writes on its thread) and SQLite's automatic checkpoints. Only
+ * the final close of each is left out. */
 static void run_batches(const opts *o, const corpus *c, size_t n, rate *r)
 {
-    size_t rounds = (size_t)o->rounds;
-    size_t per_round = ((n + BATCH - 1) / BATCH + rounds - 1) / rounds;
-    batch_case kb;
+    size_t passes = o->quick ? 2 : BATCH_PASSES;
+    size_t calls = (n + BATCH - 1) / BATCH;
+    pool pi = {bench_xcalloc(passes * calls, sizeof(double)), 0, 0, 0, 0};
 #ifdef HAVE_SQLITE3
-    sq_case sb;
+    pool ps = {bench_xcalloc(passes * calls, sizeof(double)), 0, 0, 0, 0};
 #endif
-    int round;
+    rate tmp;
 
-    batch_begin(&kb, c, n, &r[2]);
+    for (size_t pass = 0; pass < passes; pass++) {
+        for (int turn = 0; turn < 2; turn++) {
+            if ((turn == 0) == (pass % 2 == 0)) {
+                batch_case kb;
+
+                batch_begin(&kb, c, n, &tmp);
+                batch_slice(&kb, 1e9, calls);
+                pool_add(&pi, &kb.a);
+                batch_end(&kb);
+                continue;
+            }
 #ifdef HAVE_SQLITE3
-    if (o->sqlite)
-        sq_begin(&sb, "sqlite-batch.db", c, n, BATCH, &r[6]);
+            if (o->sqlite) {
+                sq_case sb;
+
+                sq_begin(&sb, "sqlite-batch.db", c, n, BATCH, &tmp);
+                sq_slice(&sb, 1e9, calls);
+                pool_add(&ps, &sb.a);
+                sq_end(&sb);
+            }
 #endif
-    for (round = 0; round < o->rounds; round++) {
-#ifdef HAVE_SQLITE3
-        if (o->sqlite && round % 2 == 1)
-            sq_slice(&sb, o->max_s / o->rounds, per_round);
-#endif
-        batch_slice(&kb, o->max_s / o->rounds, per_round);
-#ifdef HAVE_SQLITE3
-        if (o->sqlite && round % 2 == 0)
-            sq_slice(&sb, o->max_s / o->rounds, per_round);
-#endif
+        }
     }
-    batch_end(&kb);
+    pool_finish(&pi, &r[2], n, passes);
 #ifdef HAVE_SQLITE3
     if (o->sqlite)
-        sq_end(&sb);
+        pool_finish(&ps, &r[6], n, passes);
+    else
+        free(ps.lat);
 #endif
 }
 
@@ -1021,7 +1067,8 @@ static void bench_writes(const opts *o, const sizes *z, const corpus *c)
            "...\n", o->rounds, o->sqlite ? ", SQLite 1 row/txn" : "");
     fflush(stdout);
     run_per_call(o, z, c, n, r, &pa, &po);
-    printf("[sync] %d interleaved rounds of: (c)%s...\n", o->rounds,
+    printf("[sync] %d alternating whole passes of: (c)%s...\n",
+           o->quick ? 2 : BATCH_PASSES,
            o->sqlite ? ", SQLite 1000 rows/txn" : "");
     fflush(stdout);
     run_batches(o, c, n, r);
@@ -1057,8 +1104,11 @@ static void bench_writes(const opts *o, const sizes *z, const corpus *c)
            "(g) rows count samples, not records. The default automatic "
            "compaction (64 MiB\n   of WAL) runs inside the measured time "
            "(each iqdb slice also waits for the snapshot its\n   "
-           "compaction thread writes); the final close does not.)\n",
-           o->max_s, o->rounds, fl == &po ? "rewrite" : "append");
+           "compaction thread writes); the final close does not. The "
+           "batch cases (c) and (f)\n   are %d whole passes over the "
+           "records each, into fresh databases, taking turns.)\n",
+           o->max_s, o->rounds, fl == &po ? "rewrite" : "append",
+           o->quick ? 2 : BATCH_PASSES);
     if (fl->mean_us > 2 * fl->median_us)
         printf("  WARNING: fdatasync's mean is %.1fx its median: the disk is "
                "shared or erratic, so every rate\n  here pays a tail the "

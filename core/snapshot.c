@@ -120,7 +120,35 @@ typedef struct writer {
     int err;      /* first error, status code */
     int err_no;   /* its errno */
     const char *what;
+    uint64_t flushed; /* bytes before this offset were written back */
 } writer;
+
+/* Write back the file's pages every WRITEBACK_STEP bytes while it is
+ * written, rather than leave it all to the final fsync. On ext4 (data=
+ * ordered) a journal commit waits for every dirty data block allocated in
+ * the transaction it commits, so while a large snapshot sits dirty in the
+ * page cache, each fdatasync of the log that commits its size change
+ * waits for the whole snapshot's writeback (measured: a 3 MB batch write
+ * stalled 37 and 53 ms behind 70 and 140 MB snapshots). Written back in
+ * steps, a commit waits for one step at most. A hint only: durability
+ * still comes from the fsync at the end, and a failure here is ignored
+ * (that fsync reports it). */
+#define WRITEBACK_STEP ((uint64_t)8 << 20)
+
+static void w_writeback(writer *w)
+{
+#ifdef HAVE_SYNC_FILE_RANGE
+    if (w->err == 0 && w->off - w->flushed >= WRITEBACK_STEP) {
+        sync_file_range(w->fd, (off64_t)w->flushed,
+                        (off64_t)(w->off - w->flushed),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER);
+        w->flushed = w->off;
+    }
+#else
+    (void)w;
+#endif
+}
 
 static void w_fail(writer *w, int err_no, const char *what)
 {
@@ -263,6 +291,7 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
          * as records, so writing them as they are is safe. */
         w_bytes(w, j->chunks[slot >> j->chunk_shift],
                 (size_t)n * j->stride * 4, &sec->crc);
+        w_writeback(w);
     }
     sec->stored = sec->raw = j->limit * j->stride * 4;
 }
@@ -384,7 +413,7 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
     if (snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir) >= (int)sizeof tmp ||
         snprintf(final, sizeof final, "%s/snapshot", dir) >= (int)sizeof final)
         return iqdb__set_error(j->db, IQDB_EINVAL, "snapshot: path too long");
-    writer w = {-1, tmp, 0, 0, 0, NULL};
+    writer w = {-1, tmp, 0, 0, 0, NULL, 0};
     w.fd = io->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.fd < 0) {
         int e = errno;

@@ -231,6 +231,7 @@ static int stored_config(const iqdb_snapshot *sn, const iqdb_config *cfg,
 
 static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
                          uint64_t *last_seq, uint32_t *codec_id,
+                         int *level,
                          const iqdb_codec_ops **codec_out)
 {
     iqdb_snapshot sn;
@@ -279,6 +280,7 @@ static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
         *out = db;
         *last_seq = sn.last_seq;
         *codec_id = sn.codec_id;
+        *level = sn.level;
         *codec_out = codec;
     }
 out:
@@ -519,23 +521,26 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     if (is_new && exists(snap))
         is_new = 0;
     uint32_t snap_codec = codec ? codec->id : 0;
+    int snap_level = codec ? cfg->level : 0;
     const iqdb_codec_ops *stored_codec = NULL;
     r = is_new ? create_new(path, cfg, codec, &db)
                : load_existing(snap, cfg, &db, &last_seq, &snap_codec,
-                               &stored_codec);
+                               &snap_level, &stored_codec);
     if (r != 0)
         goto fail;
     /* Opened with dim 0 and no compression asked for: keep the stored
-     * codec (at its default level) rather than decompress on flush. */
+     * codec and level rather than decompress on flush. */
     if (!is_new && cfg->dim == 0 && !cfg->codec_set) {
         d->codec = codec = stored_codec;
-        d->level = 0;
+        d->level = snap_level;
     }
     if ((r = open_wal(db, d, cfg, last_seq)) != 0)
         goto fail;
-    /* Same codec (a level change is not detected: flush after reopening
-     * with only a new level keeps the old level's snapshot). */
-    d->snap_current = snap_codec == (codec ? codec->id : 0);
+    /* The snapshot on disk is in this handle's codec and level: a flush
+     * with nothing written has nothing to do. Otherwise the next flush or
+     * close rewrites it. */
+    d->snap_current = snap_codec == (codec ? codec->id : 0) &&
+                      (codec == NULL || snap_level == d->level);
     d->snap_bytes = snapshot_size(path);
     db->dur = d;
     *out = db;

@@ -43,7 +43,9 @@
  *   and dim before anything is allocated)
  *     CONFIG  u16 index-name length + name; u32 parameter count P; P x
  *             (u16 key length, key, u16 value length, value); u16 codec
- *             name length + name (empty when raw). Always raw, so the
+ *             name length + name (empty when raw); i32 codec level (0:
+ *             the codec's default; always 0 when raw; absent in files
+ *             written before it was added, meaning 0). Always raw, so the
  *             codec can be named before it is needed.
  *     SLOTS   ceil(S/64) u64 words: the live bitmap
  *     IDS     N ids (serial.c encoding), live slots in slot order
@@ -214,7 +216,8 @@ static void w_section(writer *w, section *s, uint32_t type, const void *raw,
     w_bytes(w, raw, len, &s->crc);
 }
 
-static void enc_config(iqdb_buf *b, const iqdb *db, const char *codec_name)
+static void enc_config(iqdb_buf *b, const iqdb *db, const char *codec_name,
+                       int level)
 {
     size_t nl = strlen(db->ops->name);
     iqdb__buf_u16(b, (uint16_t)nl);
@@ -230,6 +233,7 @@ static void enc_config(iqdb_buf *b, const iqdb *db, const char *codec_name)
     size_t cl = codec_name ? strlen(codec_name) : 0;
     iqdb__buf_u16(b, (uint16_t)cl);
     iqdb__buf_put(b, codec_name, cl);
+    iqdb__buf_u32(b, (uint32_t)(codec_name ? level : 0));
 }
 
 static void enc_records(const iqdb_store *s, iqdb_buf *ids, iqdb_buf *ord,
@@ -380,7 +384,7 @@ int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
         }
         memcpy(j->chunks, s->arena.chunks, nchunks * sizeof *j->chunks);
     }
-    enc_config(&j->cfg, db, codec ? codec->name : NULL);
+    enc_config(&j->cfg, db, codec ? codec->name : NULL, level);
     enc_records(s, &j->ids, &j->ord, &j->meta);
     if (db->ops->save != NULL && (db->ops->caps & IQDB_CAP_PERSIST)) {
         iqdb_writer iw = {sizeof iw, &j->idx, index_write_cb};
@@ -771,7 +775,13 @@ int iqdb__snapshot_config(iqdb_snapshot *sn)
     }
     if (bad == 0)
         bad = rd_str(&rd, &codec);
-    if (bad == 0 && rd.off != len)
+    /* The level came later: a section that ends after the codec name
+     * means the codec's default (0). */
+    uint32_t level = 0;
+    if (bad == 0 && rd.off != len && iqdb__rd_u32(&rd, &level) != 0)
+        bad = -1;
+    sn->level = (int32_t)level;
+    if (bad == 0 && (rd.off != len || (codec[0] == '\0' && level != 0)))
         bad = -1;
     if (bad == 0 && (name[0] == '\0' || strlen(name) >= sizeof sn->index ||
                      strlen(codec) >= sizeof sn->codec))

@@ -38,6 +38,7 @@ typedef struct iqdb_snapshot {
     uint64_t last_seq; /* last WAL frame folded in */
     uint32_t codec_id;
     char codec[65];  /* codec name, "" when raw */
+    int level;       /* the codec level it was written with */
     char index[65];  /* index type name */
     iqdb_kv *params; /* index parameters, owned */
     size_t nparams;

@@ -316,6 +316,35 @@ START_TEST(test_persist_recompress_and_readonly_tail)
     h = slurp(snap, &n);
     ck_assert_uint_eq(h[48], IQDB_CODEC_ID_ZSTD);
     free(h);
+    /* The level is stored too: reopening with another level alone makes
+     * the next flush rewrite the snapshot (a new file); with the same
+     * level, a flush with nothing written leaves it alone. */
+    struct stat s1, s2;
+    iqdb_config *lc = conf(NULL, IQDB_FSYNC_ALWAYS);
+    ck_assert_int_eq(iqdb_config_set_compression(lc, "zstd", 19), 0);
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq(stat(snap, &s1), 0);
+        ck_assert_int_eq(iqdb_open(path("db"), lc, &db), 0);
+        ck_assert_int_eq(iqdb_flush(db), 0);
+        ck_assert_int_eq(iqdb_close(db), 0);
+        ck_assert_int_eq(stat(snap, &s2), 0);
+        if (round == 0)
+            ck_assert_uint_ne(s1.st_ino, s2.st_ino);
+        else
+            ck_assert_uint_eq(s1.st_ino, s2.st_ino);
+    }
+    iqdb_config_free(lc);
+    /* Opened with dim 0, the stored codec and level are kept. */
+    lc = iqdb_config_new(0, (iqdb_metric)0);
+    ck_assert_int_eq(iqdb_open(path("db"), lc, &db), 0);
+    iqdb_stats sts;
+    ck_assert_int_eq(iqdb_stat(db, &sts), 0);
+    ck_assert_str_eq(sts.codec, "zstd");
+    ck_assert_int_eq(sts.codec_level, 19);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(stat(snap, &s1), 0);
+    ck_assert_uint_eq(s1.st_ino, s2.st_ino);
+    iqdb_config_free(lc);
     /* A writer dies leaving frames and preallocated zeros. */
     pid_t pid = fork();
     if (pid == 0) {

@@ -327,8 +327,11 @@ IQDB_API int iqdb_config_set_fsync(iqdb_config *cfg, iqdb_fsync policy,
 /* Compress snapshots with the codec plugin `codec` ("zstd", "lz4"; NULL or
  * "none" for none, the default) at `level` (0: the codec's default).
  * Checked at open: an unknown codec fails with IQDB_ENOPLUGIN. The
- * write-ahead log is never compressed. Returns 0, IQDB_EINVAL or
- * IQDB_ENOMEM. */
+ * write-ahead log is never compressed. The snapshot records its codec and
+ * level; reopening an existing database with another codec or level
+ * makes its next flush or close rewrite the snapshot that way (an open
+ * with dim 0 and no compression set keeps the stored ones). Returns 0,
+ * IQDB_EINVAL or IQDB_ENOMEM. */
 IQDB_API int iqdb_config_set_compression(iqdb_config *cfg, const char *codec,
                                          int level);
 
@@ -379,7 +382,8 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
 /*
  * Open, or create, the durable database in directory `path` (created when
  * absent; its parent must exist). The directory holds the snapshot
- * ("snapshot"), the write-ahead log ("wal") and a lock file ("LOCK").
+ * ("snapshot"), the write-ahead log ("wal", and "wal.old" while a
+ * compaction writes its snapshot) and a lock file ("LOCK").
  *
  * Creating: cfg gives dim, metric, index and parameters. Reopening: the
  * stored dim and metric must equal cfg's (else IQDB_ECONFIG naming both),

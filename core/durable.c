@@ -84,7 +84,21 @@ typedef struct iqdb_durable {
     int bg_joinable; /* bg_thread has been started and not joined */
     pthread_t bg_thread;
     char failmsg[256]; /* what set failed, when known */
+    struct pending *q_head, *q_tail; /* logged, not yet applied (wmu) */
+    int syncing; /* a writer is syncing the log for the queue (wmu) */
 } iqdb_durable;
+
+/* A logged write waiting to be applied (step 3), on its writer's stack,
+ * queued in sequence order (wmu). */
+typedef struct pending {
+    uint64_t seq;
+    int (*apply)(iqdb *, void *);
+    void *arg;
+    int done; /* applied or refused, with result r */
+    int r;
+    char msg[256]; /* r's message, for a writer another thread served */
+    struct pending *next;
+} pending;
 
 /* A compaction between its steps 1 and 3. */
 typedef struct compaction {
@@ -622,8 +636,63 @@ static void frame_buf_give(iqdb_durable *d, iqdb_buf *b)
     iqdb__buf_free(b);
 }
 
+/* Apply the queued writes from the head through `last`, in order
+ * (wmu held; every frame up to last->seq is durable as the policy
+ * requires). Each gets its result; after a failure the rest are refused,
+ * as memory must stay a prefix of the log. */
+static void apply_through(iqdb *db, iqdb_durable *d, pending *last)
+{
+    for (;;) {
+        pending *e = d->q_head;
+        if (d->failed) {
+            e->r = refuse(db, d);
+        } else {
+            e->r = e->apply(db, e->arg);
+            /* Logged but not applied: memory and log now differ, so stop
+             * writing; a reopen replays the frame. */
+            if (e->r != 0)
+                fail(d, e->r);
+        }
+        if (e->r != 0)
+            snprintf(e->msg, sizeof e->msg, "%s", iqdb__last_error());
+        d->applied = e->seq;
+        e->done = 1;
+        d->q_head = e->next;
+        if (d->q_head == NULL)
+            d->q_tail = NULL;
+        if (e == last)
+            return;
+    }
+}
+
+/* Settle the queued writes up to sequence number `upto` after their
+ * sync failed with r (wmu held): none is applied or acknowledged, and
+ * the handle stops taking writes. */
+static void fail_through(iqdb_durable *d, uint64_t upto, int r,
+                         const char *msg)
+{
+    fail(d, r);
+    while (d->q_head != NULL && d->q_head->seq <= upto) {
+        pending *e = d->q_head;
+        e->r = r;
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
+        d->applied = e->seq;
+        e->done = 1;
+        d->q_head = e->next;
+    }
+    if (d->q_head == NULL)
+        d->q_tail = NULL;
+}
+
 /* Steps 1-3 of the file comment for one write encoded into payload (from
- * frame_buf_take; given back here). */
+ * frame_buf_take; given back here). Steps 2 and 3 are combined for all
+ * the writers waiting at once: under IQDB_FSYNC_ALWAYS one of them, the
+ * leader, syncs the log up to the last frame queued, then applies every
+ * queued write it covered, in order, and wakes the others once; writes
+ * queued meanwhile wait for the next leader. So concurrent writers share
+ * a sync and cost one wake-up each, not a hand-over of the mutex per
+ * write. Under the other policies a writer applies the queue up to its
+ * own write. */
 static int logged_write(iqdb *db, iqdb_buf *payload,
                         int (*apply)(iqdb *, void *), void *arg)
 {
@@ -631,6 +700,7 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     iqdb_durable *d = db->dur;
     uint64_t seq = 0;
     int r;
+    pending me;
     size_t len = payload->oom ? 0 : payload->len - IQDB_WAL_FRAME_HDR;
     /* Room for the frame's zero padding. */
     iqdb__buf_put(payload, zeros, iqdb__wal_frame_size(len) - len);
@@ -653,30 +723,51 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
         frame_buf_give(d, payload);
         return r;
     }
-    pthread_mutex_unlock(&d->wmu);
+    me.seq = seq;
+    me.apply = apply;
+    me.arg = arg;
+    me.done = 0;
+    me.r = 0;
+    me.msg[0] = '\0';
+    me.next = NULL;
+    if (d->q_tail != NULL)
+        d->q_tail->next = &me;
+    else
+        d->q_head = &me;
+    d->q_tail = &me;
     frame_buf_give(d, payload);
-    if (d->sync_policy == IQDB_FSYNC_ALWAYS) {
-        r = iqdb__wal_wait(d->wal, seq);
-        if (r != 0)
-            iqdb__retag_error(d->wal, db);
+    if (d->sync_policy != IQDB_FSYNC_ALWAYS) {
+        apply_through(db, d, &me);
+        pthread_cond_broadcast(&d->applied_cv);
     }
-    pthread_mutex_lock(&d->wmu);
-    while (d->applied + 1 != seq)
-        pthread_cond_wait(&d->applied_cv, &d->wmu);
-    if (r != 0 || d->failed) {
-        if (r == 0)
-            r = refuse(db, d);
-        fail(d, r);
-    } else {
-        r = apply(db, arg);
-        if (r != 0) {
-            /* Logged but not applied: memory and log now differ, so stop
-             * writing; a reopen replays the frame. */
-            fail(d, r);
+    while (!me.done) {
+        if (d->syncing) {
+            pthread_cond_wait(&d->applied_cv, &d->wmu);
+            continue;
         }
+        /* Lead: sync every frame queued so far, then apply them. */
+        uint64_t upto = d->q_tail->seq;
+        d->syncing = 1;
+        pthread_mutex_unlock(&d->wmu);
+        int s = iqdb__wal_wait(d->wal, upto);
+        char msg[256] = "";
+        if (s != 0) {
+            iqdb__retag_error(d->wal, db);
+            snprintf(msg, sizeof msg, "%s", iqdb__last_error());
+        }
+        pthread_mutex_lock(&d->wmu);
+        d->syncing = 0;
+        if (s == 0) {
+            pending *last = d->q_head;
+            while (last->next != NULL && last->next->seq <= upto)
+                last = last->next;
+            apply_through(db, d, last);
+        } else {
+            fail_through(d, upto, s, msg);
+        }
+        pthread_cond_broadcast(&d->applied_cv);
     }
-    d->applied = seq;
-    pthread_cond_broadcast(&d->applied_cv);
+    r = me.r;
     /* Compact only when no logged write waits to be applied: the log is
      * rotated at the snapshot's sequence number. A later writer will
      * find the moment; none while a compaction is still writing. */
@@ -684,6 +775,8 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
         d->applied + 1 == iqdb__wal_next_seq(d->wal))
         compact_auto(db, d);
     pthread_mutex_unlock(&d->wmu);
+    if (r != 0)
+        iqdb__set_error(db, r, "%s", me.msg);
     return r;
 }
 

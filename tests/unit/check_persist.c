@@ -998,6 +998,71 @@ START_TEST(test_persist_group_commit)
 }
 END_TEST
 
+typedef struct fctx {
+    iqdb *db;
+    uint64_t first;
+    unsigned char ok[40]; /* 1: acknowledged */
+    int late_success;     /* a write acknowledged after one was refused */
+} fctx;
+
+static void *fault_writer(void *arg)
+{
+    fctx *w = arg;
+    int failed = 0;
+    for (uint64_t i = 0; i < 40; i++) {
+        int r = put(w->db, w->first + i);
+        w->ok[i] = r == 0;
+        if (r == 0 && failed)
+            w->late_success = 1;
+        if (r != 0)
+            failed = 1;
+    }
+    return NULL;
+}
+
+/* A sync fails while eight writers share syncs: every write it covered
+ * fails, none is acknowledged afterwards, and every acknowledged one is
+ * there after a reopen. */
+START_TEST(test_persist_group_commit_fault)
+{
+    for (long n = 1; n < 40; n += 6) {
+        teardown();
+        setup();
+        iqdb *db;
+        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+        iqdb__io_fail_nth(IQDB_IO_OP_FSYNC, n, EIO);
+        pthread_t th[8];
+        fctx w[8];
+        for (int i = 0; i < 8; i++) {
+            memset(&w[i], 0, sizeof w[i]);
+            w[i].db = db;
+            w[i].first = (uint64_t)i * 1000;
+            pthread_create(&th[i], NULL, fault_writer, &w[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            pthread_join(th[i], NULL);
+        ck_assert_int_eq(put(db, 99999), IQDB_EREADONLY);
+        iqdb_close(db);
+        iqdb__io_reset();
+        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+        int acked = 0;
+        for (int t = 0; t < 8; t++) {
+            ck_assert_int_eq(w[t].late_success, 0);
+            for (uint64_t i = 0; i < 40; i++) {
+                if (w[t].ok[i]) {
+                    acked++;
+                    ck_assert_msg(check(db, w[t].first + i), "n %ld: "
+                                  "acknowledged %llu lost", n,
+                                  (unsigned long long)(w[t].first + i));
+                }
+            }
+        }
+        ck_assert_int_lt(acked, 320);
+        iqdb_close(db);
+    }
+}
+END_TEST
+
 START_TEST(test_persist_auto_compaction)
 {
     iqdb_config *c = conf(NULL, IQDB_FSYNC_NEVER);
@@ -1792,6 +1857,7 @@ static Suite *persist_suite(void)
         {"power_loss", test_persist_power_loss},
         {"fsync_policies", test_persist_fsync_policies},
         {"group_commit", test_persist_group_commit},
+        {"group_commit_fault", test_persist_group_commit_fault},
         {"auto_compaction", test_persist_auto_compaction},
         {"fault_write", test_persist_fault_write},
         {"fault_fsync", test_persist_fault_fsync},

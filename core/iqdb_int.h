@@ -73,6 +73,10 @@ typedef struct iqdb_arena {
     float **chunks;
     size_t nchunks;   /* chunks allocated */
     size_t chunk_cap; /* entries in the chunks table */
+    void *map;        /* the first nmapped chunks lie in this private file
+                         mapping (iqdb__arena_map), NULL when none */
+    size_t map_len;
+    size_t nmapped;
 } iqdb_arena;
 
 int iqdb__arena_init(iqdb_arena *a, uint32_t dim);
@@ -85,6 +89,14 @@ static inline float *iqdb__arena_at(const iqdb_arena *a, uint64_t slot)
            (size_t)(slot & ((1u << a->chunk_shift) - 1)) * a->stride;
 }
 uint64_t iqdb__arena_memory(const iqdb_arena *a);
+/* On an empty arena: map the whole chunks among the first `limit` slots
+ * from fd at offset off (page-aligned; the file holds them in the arena's
+ * own layout), private and copy-on-write, so they are read from the page
+ * cache without a copy and a slot written later gets a page of its own.
+ * The partial last chunk, if any, is left to iqdb__arena_reserve.
+ * Returns the number of slots mapped (0: nothing mapped, e.g. mmap
+ * refused; the caller then reads them). */
+uint64_t iqdb__arena_map(iqdb_arena *a, int fd, uint64_t off, uint64_t limit);
 
 /* ---- id map (idmap.c) ----------------------------------------------- */
 /* Open addressing with linear probing and backward-shift deletion. It

@@ -814,7 +814,7 @@ static uint64_t inflate_cap(const iqdb_snap_section *s)
     return s->stored > (UINT64_MAX >> 11) ? UINT64_MAX : s->stored * 1024 + (1u << 20);
 }
 
-static int load_vectors(iqdb *db, iqdb_snapshot *sn)
+static int load_vectors(iqdb *db, iqdb_snapshot *sn, uint64_t mapped)
 {
     const iqdb_snap_section *s = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
     const iqdb_arena *a = &db->store.arena;
@@ -831,9 +831,12 @@ static int load_vectors(iqdb *db, iqdb_snapshot *sn)
         uint64_t n = sn->limit - slot < per ? sn->limit - slot : per;
         size_t bytes = (size_t)n * a->stride * 4;
         float *dst = iqdb__arena_at(a, slot);
-        int r = read_exact(sn->fd, dst, bytes, off, sn->path, NULL);
-        if (r != 0)
-            return r;
+        /* Mapped chunks are already in place: only checked. */
+        if (slot >= mapped) {
+            int r = read_exact(sn->fd, dst, bytes, off, sn->path, NULL);
+            if (r != 0)
+                return r;
+        }
         crc = iqdb__crc32c(crc, dst, bytes);
         off += bytes;
     }
@@ -1039,11 +1042,19 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
                    (sn->limit % 64 && words &&
                     (live[words - 1] >> (sn->limit % 64)) != 0)))
         r = corrupt(NULL, sn->path, 24, "slot bitmap disagrees with the record count");
+    /* The vector section is laid out as the arena is: map its whole
+     * chunks rather than read them (checked like read ones below). */
+    uint64_t mapped = 0;
+    const iqdb_snap_section *vs = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
+    if (r == 0 && vs != NULL && vs->codec == 0 &&
+        vs->raw == sn->limit * db->store.arena.stride * 4)
+        mapped = iqdb__arena_map(&db->store.arena, sn->fd, vs->offset,
+                                 sn->limit);
     if (r == 0 && iqdb__store_reserve(&db->store, (size_t)sn->limit) != 0)
         r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory for %llu records",
                             (unsigned long long)sn->count);
     if (r == 0)
-        r = load_vectors(db, sn);
+        r = load_vectors(db, sn, mapped);
     if (r == 0)
         r = load_records(db, sn, codec, live);
     iqdb__free(live);

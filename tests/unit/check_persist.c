@@ -1672,6 +1672,100 @@ START_TEST(test_persist_power_loss_compacting)
 }
 END_TEST
 
+/* ---- the vector section mapped at open ---------------------------------- */
+
+#define MDIM 256 /* 1 KiB a vector: 1024-slot chunks */
+
+static void mvec(uint64_t i, float *v)
+{
+    for (int j = 0; j < MDIM; j++)
+        v[j] = (float)((i * 31 + (uint64_t)j * 7) % 1000) * 0.25f;
+}
+
+static void mcheck(iqdb *db, uint64_t i, int want)
+{
+    float v[MDIM], got[MDIM];
+    mvec(i, v);
+    int r = iqdb_get(db, iqdb_id_u64(i), got, MDIM, NULL);
+    ck_assert_int_eq(r, want ? 0 : IQDB_ENOTFOUND);
+    if (want)
+        ck_assert_mem_eq(got, v, sizeof v);
+}
+
+/* A reopen maps the whole chunks of the snapshot's vector section instead
+ * of reading them; records there read back exact, slots reused after a
+ * delete get pages of their own (the file is never written through the
+ * mapping), compaction writes from the mapping, and a damaged byte in a
+ * mapped chunk still fails the open. */
+START_TEST(test_persist_vectors_mapped)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    iqdb_config *c = iqdb_config_new(MDIM, IQDB_METRIC_EUCLIDEAN);
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    float v[MDIM];
+    for (uint64_t i = 0; i < 2500; i++) {
+        mvec(i, v);
+        ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(i), v, MDIM, NULL), 0);
+    }
+    ck_assert_int_eq(iqdb_close(db), 0);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    size_t n0;
+    unsigned char *before = slurp(snap, &n0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_ptr_nonnull(db->store.arena.map);
+    ck_assert_uint_eq(db->store.arena.nmapped, 2);
+    for (uint64_t i = 0; i < 2500; i += 3)
+        mcheck(db, i, 1);
+    /* Free slots in the mapped chunks and fill them again. */
+    for (uint64_t i = 100; i < 200; i++)
+        ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(i), NULL), 0);
+    for (uint64_t i = 5000; i < 5100; i++) {
+        mvec(i, v);
+        ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(i), v, MDIM, NULL), 0);
+    }
+    for (uint64_t i = 5000; i < 5100; i++)
+        mcheck(db, i, 1);
+    /* The file under the mapping is unchanged. */
+    size_t n1;
+    unsigned char *now = slurp(snap, &n1);
+    ck_assert_uint_eq(n0, n1);
+    ck_assert_mem_eq(before, now, n0);
+    free(now);
+    free(before);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), 2500);
+    for (uint64_t i = 0; i < 2500; i++)
+        mcheck(db, i, i < 100 || i >= 200);
+    for (uint64_t i = 5000; i < 5100; i++)
+        mcheck(db, i, 1);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    /* One flipped byte inside the first mapped chunk. */
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    uint64_t voff = 0;
+    for (uint32_t e = 0; e < 16; e++) {
+        const unsigned char *ent = b + 128 + e * 48;
+        if (ent[0] == 6) { /* IQDB_SEC_VECTORS */
+            for (int k = 7; k >= 0; k--)
+                voff = voff << 8 | ent[8 + k];
+            break;
+        }
+    }
+    ck_assert_uint_gt(voff, 0);
+    b[voff + 4096 + 5] ^= 0x10;
+    spit(snap, b, n);
+    free(b);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "vector section"));
+    iqdb_config_free(c);
+}
+END_TEST
+
 /* ---- iqdb_check, iqdb_stat, iqdb_foreach, opening with dim 0 ---------------- */
 
 typedef struct findings {
@@ -1858,6 +1952,7 @@ static Suite *persist_suite(void)
         {"fsync_policies", test_persist_fsync_policies},
         {"group_commit", test_persist_group_commit},
         {"group_commit_fault", test_persist_group_commit_fault},
+        {"vectors_mapped", test_persist_vectors_mapped},
         {"auto_compaction", test_persist_auto_compaction},
         {"fault_write", test_persist_fault_write},
         {"fault_fsync", test_persist_fault_fsync},

@@ -395,7 +395,10 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * rebuild permission, compaction threshold and plugin directories apply
  * to this handle. The WAL is replayed: a torn tail is cut off and every
  * write acknowledged before a crash is there (see docs/FORMAT.md for the
- * policy on damage that is not a torn tail).
+ * policy on damage that is not a torn tail). The snapshot's vectors are
+ * memory-mapped (private, copy-on-write) rather than copied, so they are
+ * held once, in the page cache; that file stays allocated on disk until
+ * the handle is closed, even once a compaction has replaced it.
  *
  * Errors (message via iqdb_errmsg(NULL)): IQDB_EINVAL (bad argument, path
  * not a directory), IQDB_EEXIST (the directory holds something that is

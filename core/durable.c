@@ -71,7 +71,10 @@ typedef struct iqdb_durable {
     pthread_mutex_t wmu;
     pthread_cond_t applied_cv;
     uint64_t applied; /* last sequence number applied in memory */
-    int failed;       /* non-zero: refuse writes, with this code */
+    int failed;       /* non-zero: refuse writes, and the applying of
+                         writes already logged, with this code */
+    int stopped;      /* non-zero: refuse new writes (a compaction's
+                         snapshot failed; the log is sound) */
     uint64_t snap_seq; /* last frame the snapshot on disk holds */
     uint64_t empty_wal_size; /* size of an empty log (its header) */
     int snap_current; /* the snapshot on disk uses this handle's codec */
@@ -80,6 +83,9 @@ typedef struct iqdb_durable {
     iqdb_buf spare; /* a frame buffer kept for the next write (spare_mu) */
     /* Compaction (wmu). */
     int old_live;    /* "wal.old" holds frames the snapshot does not */
+    int old_found;   /* open found "wal.old" */
+    int old_stale;   /* ... holding only frames the snapshot has */
+    int old_damaged; /* ... damaged (salvaged: wal's frames dropped) */
     int bg_active;   /* a thread is writing a snapshot (step 2) */
     int bg_joinable; /* bg_thread has been started and not joined */
     pthread_t bg_thread;
@@ -393,7 +399,14 @@ static void note_damage(iqdb_durable *d, const char *file,
  * (a crash or a failure before that compaction's snapshot was in place).
  * It is only read: the frames newer than the snapshot are applied and
  * the file stays until a snapshot holds them. Sets *next to the sequence
- * number "wal" must start at (at most). */
+ * number "wal" must start at (at most).
+ *
+ * Every frame of wal.old was made durable before the rotation, so any
+ * damage in it is damage to acknowledged data: with strict recovery the
+ * open fails (IQDB_ECORRUPT, the files untouched); otherwise the frames
+ * before the damage are kept and everything after it - the rest of
+ * wal.old and every frame of wal, which cannot apply over the gap - is
+ * dropped and reported (d->old_damaged; open_wal skips wal's frames). */
 static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
                       uint64_t last_seq, uint64_t *next)
 {
@@ -401,6 +414,7 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
     *next = last_seq + 1;
     if (join(p, sizeof p, d->dir, IQDB_WAL_OLD_FILE) != 0 || !exists(p))
         return 0;
+    d->old_found = 1;
     iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 1, IQDB_WAL_OLD_FILE};
     iqdb_wal *w = NULL;
     int r = iqdb__wal_open(d->dir, &o, &w);
@@ -408,8 +422,7 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
         return r;
     iqdb__wal_set_prealloc(w, 1);
     iqdb_wal_replay_info info;
-    unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
-    r = iqdb__wal_replay(w, flags, replay_frame, c, &info);
+    r = iqdb__wal_replay(w, IQDB_WAL_REPLAY_SALVAGE, replay_frame, c, &info);
     if (r != 0) {
         if (c->err == 0)
             iqdb__retag_error(w, NULL);
@@ -424,15 +437,42 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
                                d->dir, IQDB_WAL_OLD_FILE,
                                (unsigned long long)info.first_seq,
                                (unsigned long long)last_seq);
+    int damaged = info.truncated_bytes > 0 || info.later_frames > 0;
+    if (damaged && cfg->strict_recovery)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "%s/%s: %s at offset %llu; every frame of "
+                               "this log had been durable (strict "
+                               "recovery)",
+                               d->dir, IQDB_WAL_OLD_FILE,
+                               info.damage ? info.damage : "damage",
+                               (unsigned long long)info.valid_end);
+    if (damaged) {
+        info.later_durable = 1; /* acknowledged data */
+        d->old_damaged = 1;
+    }
     note_damage(d, IQDB_WAL_OLD_FILE, &info);
     if (info.next_seq > *next) {
         *next = info.next_seq;
         d->old_live = 1;
-    } else if (!cfg->readonly) {
+    } else if (!damaged) {
         /* Only frames the snapshot holds: a leftover of a compaction that
-         * finished. Where the unlink fails it is harmless. */
-        iqdb__io()->unlink(p);
+         * finished. Removed once the open has succeeded (writable). */
+        d->old_stale = 1;
+    } else {
+        d->old_live = 1; /* keep it until a snapshot settles the damage */
     }
+    return 0;
+}
+
+/* Replay callback of a wal whose frames cannot apply (wal.old damaged):
+ * count them. */
+static int count_frame(void *arg, uint64_t seq, const void *payload,
+                       size_t len)
+{
+    (void)seq;
+    (void)payload;
+    (void)len;
+    (*(uint64_t *)arg)++;
     return 0;
 }
 
@@ -447,7 +487,7 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     iqdb_wal_options o = {cfg->fsync, cfg->period_ms ? cfg->period_ms : 100,
                           !cfg->readonly, cfg->readonly, next, NULL};
     r = iqdb__wal_open(d->dir, &o, &d->wal);
-    if (r == IQDB_ENOTFOUND && cfg->readonly && d->old_live) {
+    if (r == IQDB_ENOTFOUND && cfg->readonly && d->old_found) {
         /* Rotated out, and the new log not created yet: nothing more. */
         d->recovery.frames_replayed = c.applied;
         d->applied = next - 1;
@@ -463,11 +503,30 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     iqdb__wal_set_prealloc(d->wal, 1);
     iqdb_wal_replay_info info;
     unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
-    r = iqdb__wal_replay(d->wal, flags, replay_frame, &c, &info);
+    uint64_t dropped = 0;
+    if (d->old_damaged)
+        r = iqdb__wal_replay(d->wal, flags, count_frame, &dropped, &info);
+    else
+        r = iqdb__wal_replay(d->wal, flags, replay_frame, &c, &info);
     if (r != 0) {
         if (c.err == 0)
             iqdb__retag_error(d->wal, NULL);
         return r;
+    }
+    if (d->old_damaged) {
+        /* Dropped with the damage before them. The handle goes on after
+         * them: the next snapshot records them as settled. */
+        d->recovery.frames_replayed = c.applied;
+        d->recovery.frames_discarded += dropped;
+        note_damage(d, IQDB_WAL_FILE, &info);
+        d->applied = iqdb__wal_next_seq(d->wal) - 1;
+        d->snap_seq = last_seq;
+        if (dropped > 0)
+            iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                              "%s/wal: %llu frames dropped after the damage "
+                              "in wal.old",
+                              d->dir, (unsigned long long)dropped);
+        return 0;
     }
     /* A log starting after the snapshot's (or wal.old's) end would mean
      * lost frames. */
@@ -556,7 +615,29 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     d->snap_current = snap_codec == (codec ? codec->id : 0) &&
                       (codec == NULL || snap_level == d->level);
     d->snap_bytes = snapshot_size(path);
+    if (d->old_stale && !cfg->readonly) {
+        /* A finished compaction's leftover; harmless if this fails. */
+        char old[4096];
+        if (join(old, sizeof old, path, IQDB_WAL_OLD_FILE) == 0)
+            iqdb__io()->unlink(old);
+    }
     db->dur = d;
+    if (d->old_damaged && !cfg->readonly) {
+        /* Settle the salvage before any new write: a snapshot of what
+         * was kept, past the dropped frames, and no wal.old. Otherwise a
+         * crash now would replay the damage again and drop what was
+         * written after this open with the rest of wal. */
+        if ((r = iqdb_flush(db)) != 0)
+            iqdb__retag_error(db, NULL);
+        else if ((r = iqdb__wal_reset(d->wal)) != 0)
+            iqdb__retag_error(d->wal, NULL);
+        if (r != 0) {
+            iqdb_close(db);
+            return r;
+        }
+        /* wal held only dropped frames: now it is empty. */
+        d->empty_wal_size = iqdb__wal_size(d->wal);
+    }
     *out = db;
     return 0;
 fail:
@@ -577,7 +658,8 @@ static int refuse(iqdb *db, iqdb_durable *d)
                            "write: an earlier write to %s failed (%s%s%s); "
                            "the handle refuses writes until the database "
                            "is reopened",
-                           d->dir, iqdb_strerror(d->failed),
+                           d->dir,
+                           iqdb_strerror(d->failed ? d->failed : d->stopped),
                            d->failmsg[0] ? ": " : "", d->failmsg);
 }
 
@@ -587,9 +669,23 @@ static int fail(iqdb_durable *d, int r)
 {
     if (d->failed == 0) {
         d->failed = r;
-        snprintf(d->failmsg, sizeof d->failmsg, "%s", iqdb__last_error());
+        if (d->stopped == 0)
+            snprintf(d->failmsg, sizeof d->failmsg, "%s", iqdb__last_error());
     }
     return r;
+}
+
+/* Refuse new writes after failure r of a compaction's snapshot (wmu
+ * held). Unlike fail(), writes already logged are still applied: the log
+ * holding them is sound (they are in wal.old or wal, and acknowledged
+ * once applied), so refusing them would report as failed a write a
+ * reopen replays. */
+static void stop(iqdb_durable *d, int r)
+{
+    if (d->stopped == 0 && d->failed == 0) {
+        d->stopped = r;
+        snprintf(d->failmsg, sizeof d->failmsg, "%s", iqdb__last_error());
+    }
 }
 
 static void compact_auto(iqdb *db, iqdb_durable *d);
@@ -709,7 +805,7 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
         return iqdb__set_error(db, IQDB_ENOMEM, "write: out of memory");
     }
     pthread_mutex_lock(&d->wmu);
-    if (d->readonly || d->failed) {
+    if (d->readonly || d->failed || d->stopped) {
         pthread_mutex_unlock(&d->wmu);
         frame_buf_give(d, payload);
         return refuse(db, d);
@@ -771,7 +867,8 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     /* Compact only when no logged write waits to be applied: the log is
      * rotated at the snapshot's sequence number. A later writer will
      * find the moment; none while a compaction is still writing. */
-    if (r == 0 && d->compact_bytes > 0 && !d->bg_active && wal_is_due(d) &&
+    if (r == 0 && d->compact_bytes > 0 && !d->bg_active && !d->stopped &&
+        !d->failed && wal_is_due(d) &&
         d->applied + 1 == iqdb__wal_next_seq(d->wal))
         compact_auto(db, d);
     pthread_mutex_unlock(&d->wmu);
@@ -843,12 +940,15 @@ static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c)
     c->seq = d->applied;
     pthread_rwlock_rdlock(&db->lock);
     r = iqdb__snapshot_prepare(db, d->codec, d->level, c->seq, &c->job);
-    if (r == 0)
-        db->store.pinned = 1;
+    if (r == 0) {
+        uint64_t limit;
+        const unsigned char *live = iqdb__snapshot_job_live(c->job, &limit);
+        iqdb__store_pin(&db->store, live, limit);
+    }
     pthread_rwlock_unlock(&db->lock);
     if (r != 0)
-        return fail(d, r);
-    return 0;
+        stop(d, r); /* wal.old stays; the log is sound */
+    return r;
 }
 
 /* Step 2: no lock held. */
@@ -868,11 +968,11 @@ static int compact_write(iqdb_durable *d, const compaction *c)
 /* Step 3: wmu held. r is step 2's result. */
 static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
 {
-    db->store.pinned = 0;
+    iqdb__store_unpin(&db->store);
     iqdb__snapshot_job_free(c->job);
     c->job = NULL;
     if (r != 0) {
-        fail(d, r);
+        stop(d, r);
         return;
     }
     d->snap_seq = c->seq;
@@ -956,7 +1056,7 @@ static void quiesce(iqdb_durable *d)
 /* A whole compaction in the caller. wmu held, quiesced. */
 static int compact_locked(iqdb *db, iqdb_durable *d)
 {
-    if (d->readonly || d->failed)
+    if (d->readonly || d->failed || d->stopped)
         return refuse(db, d);
     /* Nothing written since the snapshot, which is already in this
      * handle's compression: nothing to do. */
@@ -1006,7 +1106,7 @@ int iqdb__durable_close(iqdb *db)
     pthread_mutex_lock(&d->wmu);
     quiesce(d);
     pthread_mutex_unlock(&d->wmu);
-    if (!d->readonly && !d->failed)
+    if (!d->readonly && !d->failed && !d->stopped)
         r = iqdb_flush(db);
     int c = iqdb__wal_close(d->wal);
     d->wal = NULL;

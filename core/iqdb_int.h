@@ -142,17 +142,23 @@ typedef struct iqdb_store {
     uint64_t count;
     uint64_t next_order;
     iqdb_idmap map;
-    int pinned; /* a snapshot is being written from the slots below limit
-                   (durable.c): take hands out only fresh slots, so no
-                   vector the snapshot reads is overwritten */
+    /* A snapshot is being written from the slots that were live when it
+     * was prepared (pin_live, a bitmap over pin_limit slots, bit i of
+     * byte i/8; durable.c): releasing one of those holds it back, at the
+     * top of free_slots (nheld of them), until unpinned, so no vector the
+     * snapshot reads is overwritten. Every other slot is reused as usual
+     * (the snapshot writes zeros for them, never reading them). */
+    int pinned;
+    const unsigned char *pin_live;
+    uint64_t pin_limit;
+    uint64_t nheld;
 } iqdb_store;
 
 int iqdb__store_init(iqdb_store *s, uint32_t dim);
 void iqdb__store_destroy(iqdb_store *s);
 /* Make room for n more slots so that take/fill cannot fail. */
 int iqdb__store_reserve(iqdb_store *s, size_t n);
-/* A free slot (after reserve), or a fresh one above the limit while the
- * store is pinned. Its vector may be written at once. */
+/* A free slot (after reserve). Its vector may be written at once. */
 uint64_t iqdb__store_take(iqdb_store *s);
 /* Give back a slot taken but never published. */
 void iqdb__store_untake(iqdb_store *s, uint64_t slot);
@@ -160,7 +166,13 @@ void iqdb__store_untake(iqdb_store *s, uint64_t slot);
  * meta (reference now owned by the store), replacing nothing. */
 void iqdb__store_publish(iqdb_store *s, uint64_t slot, iqdb_id owned_id,
                          uint64_t h, iqdb_meta *meta);
-/* Unpublish a live slot: drop id, meta and liveness; slot becomes free. */
+/* Pin the store for a snapshot writer, and release the pin (see
+ * iqdb_store.pinned). */
+void iqdb__store_pin(iqdb_store *s, const unsigned char *live,
+                     uint64_t limit);
+void iqdb__store_unpin(iqdb_store *s);
+/* Unpublish a live slot: drop id, meta and liveness; slot becomes free
+ * (held back until unpinned while the store is pinned). */
 void iqdb__store_release(iqdb_store *s, uint64_t slot);
 /* Live slot of id, or 0 when absent. */
 int iqdb__store_find(const iqdb_store *s, iqdb_id id, uint64_t h,

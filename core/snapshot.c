@@ -280,9 +280,23 @@ struct iqdb_snap_job {
     size_t stride;
 };
 
+/* Whether slot was live when the job was prepared (its SLOTS bitmap,
+ * little-endian words: bit i of the section's bytes is slot i). */
+static int job_live(const iqdb_snap_job *j, uint64_t slot)
+{
+    return (((const unsigned char *)j->slots.p)[slot >> 3] >> (slot & 7)) & 1;
+}
+
+/* The vectors, chunk by chunk. A chunk whose slots are all live is
+ * written straight from the arena; one with dead slots is staged, the
+ * live vectors copied and the dead ones zeroed, so the file holds zeros
+ * there and a dead slot is never read: the store may reuse it while a
+ * background compaction writes (iqdb_store.pinned). */
 static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
 {
     size_t per = (size_t)1 << j->chunk_shift;
+    size_t vbytes = j->stride * 4;
+    float *stage = NULL;
     sec->type = IQDB_SEC_VECTORS;
     sec->codec = 0;
     sec->crc = 0;
@@ -291,13 +305,31 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
     sec->offset = w->off;
     for (uint64_t slot = 0; slot < j->limit && w->err == 0; slot += per) {
         uint64_t n = j->limit - slot < per ? j->limit - slot : per;
-        /* Dead slots may hold stale vectors: the loader never reads them
-         * as records, so writing them as they are is safe. */
-        w_bytes(w, j->chunks[slot >> j->chunk_shift],
-                (size_t)n * j->stride * 4, &sec->crc);
+        const float *src = j->chunks[slot >> j->chunk_shift];
+        uint64_t live = 0;
+        for (uint64_t i = 0; i < n; i++)
+            live += (uint64_t)job_live(j, slot + i);
+        if (live < n) {
+            if (stage == NULL &&
+                (stage = iqdb__aligned_alloc(64, per * vbytes)) == NULL) {
+                w->err = IQDB_ENOMEM;
+                w->what = "staging the vectors";
+                break;
+            }
+            for (uint64_t i = 0; i < n; i++) {
+                char *to = (char *)stage + i * vbytes;
+                if (job_live(j, slot + i))
+                    memcpy(to, (const char *)src + i * vbytes, vbytes);
+                else
+                    memset(to, 0, vbytes);
+            }
+            src = stage;
+        }
+        w_bytes(w, src, (size_t)n * vbytes, &sec->crc);
         w_writeback(w);
     }
-    sec->stored = sec->raw = j->limit * j->stride * 4;
+    iqdb__aligned_free(stage);
+    sec->stored = sec->raw = j->limit * vbytes;
 }
 
 static void w_header(writer *w, const iqdb_snap_job *j, const section *secs,
@@ -348,6 +380,13 @@ void iqdb__snapshot_job_free(iqdb_snap_job *j)
     iqdb__buf_free(&j->idx);
     iqdb__free(j->chunks);
     iqdb__free(j);
+}
+
+const unsigned char *iqdb__snapshot_job_live(const iqdb_snap_job *j,
+                                             uint64_t *limit)
+{
+    *limit = j->limit;
+    return (const unsigned char *)j->slots.p;
 }
 
 int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,

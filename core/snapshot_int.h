@@ -67,6 +67,10 @@ int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
                            uint64_t last_seq, iqdb_snap_job **out);
 int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir);
 void iqdb__snapshot_job_free(iqdb_snap_job *j);
+/* The job's slot bitmap (bit i of byte i/8: slot i was live) and the
+ * number of slots it covers, for iqdb__store_pin. */
+const unsigned char *iqdb__snapshot_job_live(const iqdb_snap_job *j,
+                                             uint64_t *limit);
 
 /* Open and check a snapshot's header, section table and configuration.
  * Errors: IQDB_ENOTFOUND (no file), IQDB_ECORRUPT (with file and

@@ -103,13 +103,19 @@ static int grow_slots(iqdb_store *s, uint64_t need)
         grow((void **)&s->free_slots, sizeof *s->free_slots, s->cap, cap) ||
         grow((void **)&s->live, sizeof *s->live, words_old, words))
         return IQDB_ENOMEM;
+    /* Slots held during a pin sit at the top of free_slots: move them to
+     * the new top. */
+    if (s->nheld > 0)
+        memmove(s->free_slots + cap - s->nheld,
+                s->free_slots + s->cap - s->nheld,
+                (size_t)s->nheld * sizeof *s->free_slots);
     s->cap = cap;
     return 0;
 }
 
 int iqdb__store_reserve(iqdb_store *s, size_t n)
 {
-    uint64_t fresh = s->pinned ? n : n > s->nfree ? n - s->nfree : 0;
+    uint64_t fresh = n > s->nfree ? n - s->nfree : 0;
     uint64_t need = s->limit + fresh;
     /* The id map keeps 32-bit slots. */
     if (need < s->limit || need >= IQDB_IDMAP_MAX_SLOT)
@@ -123,7 +129,7 @@ int iqdb__store_reserve(iqdb_store *s, size_t n)
 
 uint64_t iqdb__store_take(iqdb_store *s)
 {
-    if (s->nfree > 0 && !s->pinned)
+    if (s->nfree > 0)
         return s->free_slots[--s->nfree];
     return s->limit++;
 }
@@ -156,8 +162,31 @@ void iqdb__store_release(iqdb_store *s, uint64_t slot)
     iqdb_meta_free(s->meta[slot]);
     s->meta[slot] = NULL;
     s->live[slot >> 6] &= ~((uint64_t)1 << (slot & 63));
-    s->free_slots[s->nfree++] = slot;
+    if (s->pinned && slot < s->pin_limit &&
+        ((s->pin_live[slot >> 3] >> (slot & 7)) & 1))
+        s->free_slots[s->cap - 1 - s->nheld++] = slot;
+    else
+        s->free_slots[s->nfree++] = slot;
     s->count--;
+}
+
+void iqdb__store_pin(iqdb_store *s, const unsigned char *live,
+                     uint64_t limit)
+{
+    s->pinned = 1;
+    s->pin_live = live;
+    s->pin_limit = limit;
+}
+
+void iqdb__store_unpin(iqdb_store *s)
+{
+    s->pinned = 0;
+    s->pin_live = NULL;
+    s->pin_limit = 0;
+    /* nfree + nheld never exceeds cap, so moving one entry at a time
+     * from the top region to the stack never overwrites another. */
+    while (s->nheld > 0)
+        s->free_slots[s->nfree++] = s->free_slots[s->cap - s->nheld--];
 }
 
 int iqdb__store_find(const iqdb_store *s, iqdb_id id, uint64_t h,
@@ -184,6 +213,7 @@ void iqdb__store_finish_restore(iqdb_store *s, uint64_t limit,
 {
     s->limit = limit;
     s->nfree = 0;
+    s->nheld = 0;
     /* Highest first on the stack, so the lowest free slot is reused first. */
     for (uint64_t i = limit; i-- > 0;)
         if (!iqdb__store_is_live(s, i))

@@ -1267,6 +1267,40 @@ START_TEST(test_persist_bg_compaction_pinned)
 }
 END_TEST
 
+/* Updates while a compaction writes its snapshot reuse slots: only the
+ * slots the snapshot reads are held back, so the slot count grows by at
+ * most the live records, however many writes the compaction overlaps. */
+START_TEST(test_persist_bg_compaction_slots_bounded)
+{
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_NEVER);
+    iqdb_config_set_compact_bytes(c, 4096);
+    iqdb *db;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    hook_arm();
+    uint64_t next = 0;
+    write_until_parked(db, &next);
+    uint64_t live = iqdb_count(db), limit0 = db->store.limit;
+    /* 40 updates of every record while the compaction is parked. */
+    for (int round = 0; round < 40; round++)
+        for (uint64_t i = 0; i < next; i++)
+            ck_assert_int_eq(put(db, i), 0);
+    ck_assert_msg(db->store.limit <= limit0 + 2 * live + 2,
+                  "%llu slots for %llu records (%llu before)",
+                  (unsigned long long)db->store.limit,
+                  (unsigned long long)live, (unsigned long long)limit0);
+    hook_let_go();
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), next);
+    for (uint64_t i = 0; i < next; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
 typedef struct finding_log {
     int notes, damage;
     int old_note;
@@ -1342,6 +1376,71 @@ START_TEST(test_persist_bg_compaction_fails)
     ck_assert(!file_exists(dir, "wal.old"));
     ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
     ck_assert_uint_eq(iqdb_count(db), next + 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
+typedef struct sctx {
+    iqdb *db;
+    uint64_t first, n;
+    unsigned char res[4000]; /* 1 acknowledged, 2 refused */
+} sctx;
+
+static void *until_refused(void *arg)
+{
+    sctx *w = arg;
+    for (w->n = 0; w->n < 4000; w->n++) {
+        int r = put(w->db, w->first + w->n);
+        w->res[w->n] = r == 0 ? 1 : 2;
+        if (r != 0) {
+            w->n++;
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* When a compaction's snapshot fails while writers are busy, the writes
+ * already logged are still applied and acknowledged; the ones refused
+ * were never logged: none of them comes back after a reopen. */
+START_TEST(test_persist_bg_compaction_fails_busy)
+{
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_compact_bytes(c, 4096);
+    iqdb *db;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    hook_arm();
+    uint64_t next = 0;
+    write_until_parked(db, &next);
+    iqdb__io_fail_from(IQDB_IO_OP_RENAME, 0, EIO);
+    pthread_t th[4];
+    static sctx w[4];
+    for (int t = 0; t < 4; t++) {
+        w[t].db = db;
+        w[t].first = 10000 * (uint64_t)(t + 1);
+        pthread_create(&th[t], NULL, until_refused, &w[t]);
+    }
+    usleep(20000);
+    hook_let_go();
+    for (int t = 0; t < 4; t++)
+        pthread_join(th[t], NULL);
+    iqdb_close(db);
+    iqdb__io_reset();
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    for (uint64_t i = 0; i < next; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    for (int t = 0; t < 4; t++) {
+        ck_assert_int_eq(w[t].res[w[t].n - 1], 2); /* ended refused */
+        for (uint64_t i = 0; i < w[t].n; i++)
+            ck_assert_msg(check(db, w[t].first + i) == (w[t].res[i] == 1),
+                          "writer %d record %llu: %s, but %s after reopen", t,
+                          (unsigned long long)i,
+                          w[t].res[i] == 1 ? "acknowledged" : "refused",
+                          w[t].res[i] == 1 ? "absent" : "present");
+    }
     iqdb_close(db);
     iqdb_config_free(c);
 }
@@ -1459,6 +1558,65 @@ START_TEST(test_persist_wal_old_gap)
     /* Nothing was changed by the failed open. */
     ck_assert(file_exists(path("gap"), "wal.old"));
     ck_assert(file_exists(path("gap"), "wal"));
+}
+END_TEST
+
+/* Damage in wal.old is damage to acknowledged frames. Strict recovery
+ * refuses the open and changes nothing; by default the frames before the
+ * damage are kept, the rest (and every frame of wal, which cannot apply
+ * over the gap) is dropped and reported, and the open settles that in a
+ * snapshot at once, so what is written afterwards survives a crash. */
+START_TEST(test_persist_wal_old_damaged)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    two_logs(dir, 0);
+    char old[600];
+    snprintf(old, sizeof old, "%s/wal.old", dir);
+    size_t n;
+    unsigned char *b = slurp(old, &n);
+    b[40 + 32 + 3] ^= 0x40; /* the first frame's payload */
+    spit(old, b, n);
+    free(b);
+    iqdb *db;
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_strict_recovery(c, 1);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "wal.old"));
+    ck_assert(file_exists(dir, "wal.old"));
+    iqdb_config_set_strict_recovery(c, 0);
+    c->readonly = 1;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), 5);
+    iqdb_close(db);
+    ck_assert(file_exists(dir, "wal.old"));
+    c->readonly = 0;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_recovery rec;
+    iqdb_recovery_report(db, &rec);
+    ck_assert_int_eq(rec.acknowledged_damage, 1);
+    ck_assert_uint_eq(rec.frames_discarded, 3); /* 6, 7 in wal.old; 9 */
+    ck_assert_uint_eq(iqdb_count(db), 5);
+    ck_assert_int_eq(check(db, 9), 0);
+    ck_assert(!file_exists(dir, "wal.old"));
+    /* A writer dies after this open: its writes must survive. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (uint64_t i = 20; i < 25; i++)
+            if (put(db, i) != 0)
+                _exit(1);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    iqdb_close(db);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), 10);
+    for (uint64_t i = 20; i < 25; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
 }
 END_TEST
 
@@ -1962,8 +2120,11 @@ static Suite *persist_suite(void)
         {"compaction_amortized", test_persist_compaction_amortized},
         {"bg_compaction_pinned", test_persist_bg_compaction_pinned},
         {"bg_compaction_fails", test_persist_bg_compaction_fails},
+        {"bg_compaction_slots_bounded", test_persist_bg_compaction_slots_bounded},
+        {"bg_compaction_fails_busy", test_persist_bg_compaction_fails_busy},
         {"wal_old_only", test_persist_wal_old_only},
         {"wal_old_gap", test_persist_wal_old_gap},
+        {"wal_old_damaged", test_persist_wal_old_damaged},
         {"crash_compacting", test_persist_crash_compacting},
         {"power_loss_compacting", test_persist_power_loss_compacting},
     };

@@ -96,6 +96,13 @@ void iqdb__io_fail_from(int op, long n, int err);
 void iqdb__io_powerloss_begin(void);
 int iqdb__io_powerloss_crash(uint64_t seed);
 void iqdb__io_powerloss_end(void);
+/* Crash (as iqdb__io_powerloss_crash(seed)) by itself just before the
+ * n-th (0-based) tracked operation from now - a write, sync, open,
+ * ftruncate, rename, unlink or directory sync, on any thread - which
+ * then fails like every later one. n < 0 cancels. */
+void iqdb__io_powerloss_crash_at(long n, uint64_t seed);
+/* 1 once the simulated machine has crashed. */
+int iqdb__io_powerloss_dead(void);
 
 /* The two CRC32C implementations behind iqdb__crc32c, for tests and
  * benchmarks. iqdb__crc32c_hw may be called only when

@@ -275,8 +275,18 @@ static struct pl_inode *pl_inodes;
 static struct pl_dirop *pl_dirops; /* newest first */
 static unsigned long pl_backups;
 
+static long pl_countdown = -1; /* operations left before an automatic
+                                  crash (iqdb__io_powerloss_crash_at) */
+static uint64_t pl_countdown_seed;
+static int pl_crash_locked(uint64_t seed);
+
+/* Every tracked operation starts here, with pl_mu held: it fails on a
+ * dead machine, and the one an automatic crash was set for crashes it
+ * first. */
 static int pl_dead_check(void)
 {
+    if (!pl_dead && pl_countdown >= 0 && pl_countdown-- == 0)
+        pl_crash_locked(pl_countdown_seed);
     if (pl_dead) {
         errno = EIO;
         return 1;
@@ -752,6 +762,7 @@ void iqdb__io_powerloss_begin(void)
     pthread_mutex_lock(&pl_mu);
     pl_clear();
     pl_dead = 0;
+    pl_countdown = -1;
     atomic_store(&pl_armed, 1);
     pthread_mutex_unlock(&pl_mu);
 }
@@ -759,12 +770,35 @@ void iqdb__io_powerloss_begin(void)
 int iqdb__io_powerloss_crash(uint64_t seed)
 {
     pthread_mutex_lock(&pl_mu);
+    int r = -1;
+    if (atomic_load(&pl_armed) && !pl_dead)
+        r = pl_crash_locked(seed);
+    pthread_mutex_unlock(&pl_mu);
+    return r;
+}
+
+void iqdb__io_powerloss_crash_at(long n, uint64_t seed)
+{
+    pthread_mutex_lock(&pl_mu);
+    pl_countdown = n;
+    pl_countdown_seed = seed;
+    pthread_mutex_unlock(&pl_mu);
+}
+
+int iqdb__io_powerloss_dead(void)
+{
+    pthread_mutex_lock(&pl_mu);
+    int d = pl_dead;
+    pthread_mutex_unlock(&pl_mu);
+    return d;
+}
+
+/* The crash itself, pl_mu held, armed and alive. */
+static int pl_crash_locked(uint64_t seed)
+{
     int r = 0;
     uint64_t rng = seed;
-    if (!atomic_load(&pl_armed) || pl_dead) {
-        pthread_mutex_unlock(&pl_mu);
-        return -1;
-    }
+    pl_countdown = -1;
     /* File contents first, through the private descriptors, so names do
      * not matter; then the directory entries, newest first. Other threads'
      * operations wait on pl_mu and then find the machine dead. */
@@ -791,7 +825,6 @@ int iqdb__io_powerloss_crash(uint64_t seed)
     }
     pl_clear();
     pl_dead = 1;
-    pthread_mutex_unlock(&pl_mu);
     return r;
 }
 
@@ -800,6 +833,7 @@ void iqdb__io_powerloss_end(void)
     pthread_mutex_lock(&pl_mu);
     pl_clear();
     pl_dead = 0;
+    pl_countdown = -1;
     atomic_store(&pl_armed, 0);
     pthread_mutex_unlock(&pl_mu);
 }

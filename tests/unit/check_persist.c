@@ -1769,63 +1769,93 @@ START_TEST(test_persist_crash_compacting)
 }
 END_TEST
 
-/* Power loss while automatic compactions run on their own thread: under
- * ALWAYS nothing acknowledged is lost, whichever step the cut hits. */
+/* The workload of power_loss_compacting: puts, and a delete of the record
+ * ten before after every third. st[i]: 1 put acknowledged, 2 delete
+ * acknowledged; *inflight: a delete that did not return (maybe applied). */
+static void pl_workload(iqdb *db, unsigned char *st, uint64_t n,
+                        uint64_t *inflight)
+{
+    *inflight = UINT64_MAX;
+    for (uint64_t i = 0; i < n; i++) {
+        if (put(db, i) != 0) {
+            ck_assert_msg(iqdb__io_powerloss_dead(), "put %llu failed "
+                          "before the crash: %s", (unsigned long long)i,
+                          iqdb_errmsg(db));
+            return;
+        }
+        st[i] = 1;
+        if (i >= 10 && i % 3 == 0) {
+            iqdb_id id;
+            char key[32];
+            float v[DIM];
+            iqdb_meta *m;
+            make(i - 10, v, &m, &id, key);
+            iqdb_meta_free(m);
+            if (iqdb_delete(db, id, NULL) != 0) {
+                ck_assert(iqdb__io_powerloss_dead());
+                *inflight = i - 10;
+                return;
+            }
+            st[i - 10] = 2;
+        }
+    }
+}
+
+/* Power loss at every few operations of a run in which automatic
+ * compactions rotate the log and write snapshots on their own thread:
+ * under ALWAYS nothing acknowledged is lost and no acknowledged delete is
+ * undone, whichever step of which thread the cut hits (unsynced writes
+ * dropped or partly kept, unsynced directory operations undone). */
 START_TEST(test_persist_power_loss_compacting)
 {
-    uint64_t seed = 99;
     iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
     iqdb_config_set_compact_bytes(c, 2048);
-    for (int round = 0; round < 30; round++) {
+    const uint64_t n = 150;
+    unsigned char st[150];
+    uint64_t inflight, seed = 99;
+    /* A run without a crash counts the operations. */
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(path("db"), c, &db), 0);
+    iqdb__io_reset();
+    memset(st, 0, sizeof st);
+    pl_workload(db, st, n, &inflight);
+    long ops = iqdb__io_count(IQDB_IO_OP_WRITE) + iqdb__io_count(IQDB_IO_OP_FSYNC) +
+               iqdb__io_count(IQDB_IO_OP_RENAME);
+    iqdb_close(db);
+    int mid = 0, rounds = 0;
+    for (long at = 0; at < ops; at += ops / 120 + 1, rounds++) {
         teardown();
         setup();
-        iqdb *db;
         ck_assert_int_eq(iqdb_open(path("db"), c, &db), 0);
         iqdb__io_powerloss_begin();
-        int n = 20 + (int)(tu_next(&seed) % 150);
-        uint64_t acked = 0;
-        int ok = 1;
-        for (int i = 0; i < n; i++) {
-            if (put(db, (uint64_t)i) != 0) {
-                ok = 0;
-                break;
-            }
-            acked = (uint64_t)i + 1;
-            if (i >= 10 && i % 3 == 0) {
-                iqdb_id id;
-                char key[32];
-                float v[DIM];
-                iqdb_meta *m;
-                make((uint64_t)i - 10, v, &m, &id, key);
-                iqdb_meta_free(m);
-                if (iqdb_delete(db, id, NULL) != 0) {
-                    ok = 0;
-                    break;
-                }
-            }
-        }
-        (void)ok;
-        ck_assert_int_eq(
-            iqdb__io_powerloss_crash(round % 3 ? tu_next(&seed) : 0), 0);
+        iqdb__io_powerloss_crash_at(at, rounds % 3 ? tu_next(&seed) : 0);
+        memset(st, 0, sizeof st);
+        pl_workload(db, st, n, &inflight);
+        if (!iqdb__io_powerloss_dead())
+            ck_assert_int_eq(iqdb__io_powerloss_crash(tu_next(&seed)), 0);
         iqdb_close(db); /* waits for the compaction thread, which fails */
         iqdb__io_powerloss_end();
+        mid += file_exists(path("db"), "wal.old");
         int r = iqdb_open(path("db"), c, &db);
-        ck_assert_msg(r == 0, "round %d: %s", round, iqdb_errmsg(NULL));
-        for (uint64_t i = 0; i < acked; i++) {
-            /* Deleted: i - 10 for i >= 10, i % 3 == 0, when acknowledged;
-             * the last delete may be in flight. */
-            uint64_t j = i + 10;
-            int deleted = j >= 10 && j % 3 == 0 && j < acked;
+        ck_assert_msg(r == 0, "crash at %ld: %s", at, iqdb_errmsg(NULL));
+        for (uint64_t i = 0; i < n; i++) {
             int present = check(db, i);
-            if (!deleted)
-                ck_assert_msg(present, "round %d: acknowledged %llu lost", round,
-                              (unsigned long long)i);
-            else if (j + 1 < acked)
-                ck_assert_msg(!present, "round %d: deleted %llu is back", round,
-                              (unsigned long long)i);
+            if (st[i] == 1 && i != inflight)
+                ck_assert_msg(present, "crash at %ld: acknowledged %llu "
+                              "lost", at, (unsigned long long)i);
+            if (st[i] == 2)
+                ck_assert_msg(!present, "crash at %ld: deleted %llu is "
+                              "back", at, (unsigned long long)i);
         }
         iqdb_close(db);
     }
+    /* Some cuts fell inside compactions (after a rotation was durable,
+     * before the snapshot replaced the old one). */
+    ck_assert_msg(mid > 0, "no crash inside a compaction in %d rounds",
+                  rounds);
+    if (getenv("IQDB_CRASH_VERBOSE"))
+        fprintf(stderr, "%d crash points over %ld operations, %d inside "
+                "compactions\n", rounds, ops, mid);
     iqdb_config_free(c);
 }
 END_TEST

@@ -600,6 +600,8 @@ typedef struct batch_case {
     size_t n;
     iqdb_record *recs;
     acc a;
+    double ack_secs; /* to the last acknowledgement, without the wait for
+                        a compaction still writing its snapshot */
 } batch_case;
 
 static void batch_begin(batch_case *k, const corpus *c, size_t n, rate *r)
@@ -608,6 +610,7 @@ static void batch_begin(batch_case *k, const corpus *c, size_t n, rate *r)
 
     path_join(k->path, sizeof(k->path), scratch, "iqdb-batch");
     k->db = db_open(k->path, &s);
+    k->ack_secs = 0;
     k->c = c;
     k->n = n;
     k->recs = bench_xcalloc(BATCH, sizeof(*k->recs));
@@ -637,6 +640,7 @@ static void batch_slice(batch_case *k, double budget, size_t max_calls)
         k->a.lat[k->a.calls++] = (bench_now() - t1) * 1e6;
         i += m;
     }
+    k->ack_secs += bench_now() - t0;
     wait_compaction(k->path);
     k->a.r->done = i;
     k->a.r->secs += bench_now() - t0;
@@ -954,7 +958,14 @@ typedef struct pool {
     double *lat;
     size_t calls, done;
     double secs, cpu;
+    double ack_secs; /* iqdb: batch_case.ack_secs, summed */
 } pool;
+
+/* iqdb's batch rate counting only the time to the last acknowledgement
+ * of each pass (a compaction still writing its snapshot at the end is
+ * left out, though never overlapped with the next case): reported beside
+ * the verdict, which counts that wait. */
+static double batch_ack_rate;
 
 /* Add a pass's figures (before acc_finish frees its latencies). */
 static void pool_add(pool *p, const acc *a)
@@ -989,9 +1000,9 @@ static void run_batches(const opts *o, const corpus *c, size_t n, rate *r)
 {
     size_t passes = o->quick ? 2 : BATCH_PASSES;
     size_t calls = (n + BATCH - 1) / BATCH;
-    pool pi = {bench_xcalloc(passes * calls, sizeof(double)), 0, 0, 0, 0};
+    pool pi = {bench_xcalloc(passes * calls, sizeof(double)), 0, 0, 0, 0, 0};
 #ifdef HAVE_SQLITE3
-    pool ps = {bench_xcalloc(passes * calls, sizeof(double)), 0, 0, 0, 0};
+    pool ps = {bench_xcalloc(passes * calls, sizeof(double)), 0, 0, 0, 0, 0};
 #endif
     rate tmp;
 
@@ -1003,6 +1014,7 @@ static void run_batches(const opts *o, const corpus *c, size_t n, rate *r)
                 batch_begin(&kb, c, n, &tmp);
                 batch_slice(&kb, 1e9, calls);
                 pool_add(&pi, &kb.a);
+                pi.ack_secs += kb.ack_secs;
                 batch_end(&kb);
                 continue;
             }
@@ -1018,6 +1030,7 @@ static void run_batches(const opts *o, const corpus *c, size_t n, rate *r)
 #endif
         }
     }
+    batch_ack_rate = pi.ack_secs > 0 ? (double)pi.done / pi.ack_secs : 0;
     pool_finish(&pi, &r[2], n, passes);
 #ifdef HAVE_SQLITE3
     if (o->sqlite)
@@ -1131,6 +1144,9 @@ static void bench_writes(const opts *o, const sizes *z, const corpus *c)
                "iqdb ALWAYS batch 1000 / SQLite 1000 rows/txn",
                rate_of(&r[2]) / rsq_batch, ">= ", TARGET_VS_SQLITE_BATCH,
                verdict(rate_of(&r[2]) / rsq_batch >= TARGET_VS_SQLITE_BATCH));
+        printf("  (batch, time to the last acknowledgement only, the last "
+               "compaction's tail left out: %.2fx)\n",
+               batch_ack_rate / rsq_batch);
     } else {
 #ifdef HAVE_SQLITE3
         printf("  SQLite comparison skipped (--no-sqlite)\n");

@@ -85,7 +85,8 @@ typedef struct iqdb_durable {
     int old_live;    /* "wal.old" holds frames the snapshot does not */
     int old_found;   /* open found "wal.old" */
     int old_stale;   /* ... holding only frames the snapshot has */
-    int old_damaged; /* ... damaged (salvaged: wal's frames dropped) */
+    int old_damaged; /* ... damaged past the snapshot (salvaged) */
+    int old_settle;  /* ... and wal's frames dropped: settle at open */
     int bg_active;   /* a thread is writing a snapshot (step 2) */
     int bg_joinable; /* bg_thread has been started and not joined */
     pthread_t bg_thread;
@@ -437,7 +438,10 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
                                d->dir, IQDB_WAL_OLD_FILE,
                                (unsigned long long)info.first_seq,
                                (unsigned long long)last_seq);
-    int damaged = info.truncated_bytes > 0 || info.later_frames > 0;
+    /* Damage among frames the snapshot already holds (a leftover of a
+     * finished compaction) costs nothing. */
+    int damaged = (info.truncated_bytes > 0 || info.later_frames > 0) &&
+                  info.next_seq > last_seq;
     if (damaged && cfg->strict_recovery)
         return iqdb__set_error(NULL, IQDB_ECORRUPT,
                                "%s/%s: %s at offset %llu; every frame of "
@@ -449,31 +453,44 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
     if (damaged) {
         info.later_durable = 1; /* acknowledged data */
         d->old_damaged = 1;
+        note_damage(d, IQDB_WAL_OLD_FILE, &info);
     }
-    note_damage(d, IQDB_WAL_OLD_FILE, &info);
     if (info.next_seq > *next) {
         *next = info.next_seq;
         d->old_live = 1;
-    } else if (!damaged) {
+    } else {
         /* Only frames the snapshot holds: a leftover of a compaction that
          * finished. Removed once the open has succeeded (writable). */
         d->old_stale = 1;
-    } else {
-        d->old_live = 1; /* keep it until a snapshot settles the damage */
     }
     return 0;
 }
 
-/* Replay callback of a wal whose frames cannot apply (wal.old damaged):
- * count them. */
-static int count_frame(void *arg, uint64_t seq, const void *payload,
-                       size_t len)
+/* Replaying wal after wal.old: when wal.old was damaged and wal starts
+ * past what survived of it, wal's frames cannot apply over the gap and
+ * are dropped (counted); otherwise they are replayed. Decided at the
+ * first frame. */
+typedef struct wal_replay {
+    replay_ctx *c;
+    uint64_t expect; /* sequence number wal should start at, at most */
+    int old_damaged;
+    int decided, dropping;
+    uint64_t dropped;
+} wal_replay;
+
+static int wal_frame(void *arg, uint64_t seq, const void *payload,
+                     size_t len)
 {
-    (void)seq;
-    (void)payload;
-    (void)len;
-    (*(uint64_t *)arg)++;
-    return 0;
+    wal_replay *w = arg;
+    if (!w->decided) {
+        w->decided = 1;
+        w->dropping = w->old_damaged && seq > w->expect;
+    }
+    if (w->dropping) {
+        w->dropped++;
+        return 0;
+    }
+    return replay_frame(w->c, seq, payload, len);
 }
 
 static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
@@ -503,29 +520,27 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     iqdb__wal_set_prealloc(d->wal, 1);
     iqdb_wal_replay_info info;
     unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
-    uint64_t dropped = 0;
-    if (d->old_damaged)
-        r = iqdb__wal_replay(d->wal, flags, count_frame, &dropped, &info);
-    else
-        r = iqdb__wal_replay(d->wal, flags, replay_frame, &c, &info);
+    wal_replay wr = {&c, next, d->old_damaged, 0, 0, 0};
+    r = iqdb__wal_replay(d->wal, flags, wal_frame, &wr, &info);
     if (r != 0) {
         if (c.err == 0)
             iqdb__retag_error(d->wal, NULL);
         return r;
     }
-    if (d->old_damaged) {
+    if (d->old_damaged && info.first_seq > next) {
         /* Dropped with the damage before them. The handle goes on after
-         * them: the next snapshot records them as settled. */
+         * them, and iqdb_open settles that in a snapshot at once. */
+        d->old_settle = 1;
         d->recovery.frames_replayed = c.applied;
-        d->recovery.frames_discarded += dropped;
+        d->recovery.frames_discarded += wr.dropped;
         note_damage(d, IQDB_WAL_FILE, &info);
         d->applied = iqdb__wal_next_seq(d->wal) - 1;
         d->snap_seq = last_seq;
-        if (dropped > 0)
+        if (wr.dropped > 0)
             iqdb__host()->log(IQDB_LOG_WARN, NULL,
                               "%s/wal: %llu frames dropped after the damage "
                               "in wal.old",
-                              d->dir, (unsigned long long)dropped);
+                              d->dir, (unsigned long long)wr.dropped);
         return 0;
     }
     /* A log starting after the snapshot's (or wal.old's) end would mean
@@ -622,7 +637,7 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
             iqdb__io()->unlink(old);
     }
     db->dur = d;
-    if (d->old_damaged && !cfg->readonly) {
+    if (d->old_settle && !cfg->readonly) {
         /* Settle the salvage before any new write: a snapshot of what
          * was kept, past the dropped frames, and no wal.old. Otherwise a
          * crash now would replay the damage again and drop what was
@@ -959,8 +974,9 @@ static int compact_write(iqdb_durable *d, const compaction *c)
         char p[4096];
         /* The snapshot holds every frame of wal.old. Where this unlink
          * fails or is lost in a crash, the next open removes the file. */
-        if (join(p, sizeof p, d->dir, IQDB_WAL_OLD_FILE) == 0)
-            iqdb__io()->unlink(p);
+        if (join(p, sizeof p, d->dir, IQDB_WAL_OLD_FILE) == 0 &&
+            iqdb__io()->unlink(p) == 0)
+            iqdb__io()->fsync_dir(d->dir); /* fewer leftovers */
     }
     return r;
 }

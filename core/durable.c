@@ -336,16 +336,27 @@ static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
     if (join(snap, sizeof snap, path, "snapshot") != 0)
         return iqdb__set_error(NULL, IQDB_EINVAL, "open: path too long");
     if (stat(path, &st) != 0) {
+        if (errno == ENOTDIR)
+            return iqdb__set_error(NULL, IQDB_ENOTFOUND,
+                                   "open: %s: a component of the path is "
+                                   "not a directory", path);
         if (errno != ENOENT)
             return iqdb__set_error(NULL, iqdb__io_status(errno),
                                    "open: %s: %s", path, strerror(errno));
         if (existing_only)
             return iqdb__set_error(NULL, IQDB_ENOTFOUND,
                                    "open: %s does not exist (%s)", path, why);
-        if (mkdir(path, 0755) != 0)
+        if (mkdir(path, 0755) != 0) {
+            /* Only the database directory itself is created, never its
+             * parents: a missing parent is the caller's mistake. */
+            if (errno == ENOENT || errno == ENOTDIR)
+                return iqdb__set_error(NULL, IQDB_ENOTFOUND,
+                                       "open: cannot create %s: its parent "
+                                       "directory does not exist", path);
             return iqdb__set_error(NULL, iqdb__io_status(errno),
                                    "open: cannot create %s: %s", path,
                                    strerror(errno));
+        }
         *is_new = 1;
         return 0;
     }

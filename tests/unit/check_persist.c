@@ -417,6 +417,15 @@ START_TEST(test_persist_foreign_directory_untouched)
     iqdb_config_set_readonly(c, 1);
     ck_assert_int_eq(iqdb_open(path("absent"), c, &db), IQDB_ENOTFOUND);
     iqdb_config_free(c);
+    /* Parents are never created: a missing parent, or a file where a
+     * parent directory should be, is "not found" and creates nothing. */
+    ck_assert_int_eq(open_db(path("nodir/db"), NULL, &db), IQDB_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "parent directory"));
+    ck_assert_int_ne(access(path("nodir"), F_OK), 0);
+    char sub[700];
+    snprintf(sub, sizeof sub, "%s/db", file);
+    ck_assert_int_eq(open_db(sub, NULL, &db), IQDB_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "not a directory"));
 }
 END_TEST
 

@@ -406,7 +406,8 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * writer, in this or another process), IQDB_ECONFIG, IQDB_ECORRUPT (file
  * and offset), IQDB_ENOPLUGIN (index or codec plugin missing, named),
  * IQDB_ENOTSUP, IQDB_EIO, IQDB_ENOSPC, IQDB_ENOMEM, IQDB_ENOTFOUND
- * (read-only open of a missing database).
+ * (read-only open of a missing database; a parent directory that does not
+ * exist or is not a directory).
  *
  * Writes after a failed write, fsync or rename of the handle's files are
  * refused with IQDB_EREADONLY until the database is reopened; the failed

@@ -52,8 +52,15 @@
  *     ORDER   N u64 insertion orders, same order
  *     META    N x (u8 has-meta, [meta encoding]), same order
  *     VECTORS S x stride f32 (stride = dim rounded up to 8), dead slots
- *             zero; never compressed and page-aligned, the arena's own
- *             layout, so it can be memory-mapped
+ *             zero. Raw (codec id 0): page-aligned, the arena's own
+ *             layout, so it can be memory-mapped. With a codec: one block
+ *             per arena chunk, in slot order (chunk i holds slots
+ *             i*B .. min((i+1)*B, S) - 1, B = 2^k for the largest k <= 16
+ *             with B * stride * 4 <= 1 MiB, or 1): u32 raw length (the
+ *             chunk's slots x stride x 4, checked), u32 stored length
+ *             (1 .. raw; equal to raw: the bytes as they are, else the
+ *             codec's output), the stored bytes. The section's raw length
+ *             is S x stride x 4; its CRC covers the blocks' headers too.
  *     INDEX   the index plugin's save() stream (optional)
  */
 #include "config.h"
@@ -75,6 +82,7 @@
 #define ENTRY_SIZE 48u
 #define MAX_SECTIONS 16u
 #define PAGE 4096u
+#define VBLOCK_HDR 8u /* a compressed vector block: u32 raw, u32 stored */
 
 static const char magic[8] = {'I', 'Q', 'D', 'B', 'S', 'N', 'A', 'P'};
 
@@ -291,18 +299,30 @@ static int job_live(const iqdb_snap_job *j, uint64_t slot)
  * written straight from the arena; one with dead slots is staged, the
  * live vectors copied and the dead ones zeroed, so the file holds zeros
  * there and a dead slot is never read: the store may reuse it while a
- * background compaction writes (iqdb_store.pinned). */
+ * background compaction writes (iqdb_store.pinned). With a codec each
+ * chunk becomes one block (VBLOCK_HDR bytes: raw and stored length, then
+ * the stored bytes), compressed when that makes it smaller. */
 static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
 {
     size_t per = (size_t)1 << j->chunk_shift;
     size_t vbytes = j->stride * 4;
+    const iqdb_codec_ops *codec = j->codec;
     float *stage = NULL;
+    unsigned char *packed = NULL;
+    size_t cap = 0;
     sec->type = IQDB_SEC_VECTORS;
-    sec->codec = 0;
+    sec->codec = codec ? codec->id : 0;
     sec->crc = 0;
     sec->aux = 0;
-    w_pad_to(w, PAGE);
+    /* Raw, the section is the arena's layout, page-aligned for mapping. */
+    w_pad_to(w, codec ? 8 : PAGE);
     sec->offset = w->off;
+    if (codec != NULL && j->limit > 0 &&
+        ((cap = codec->bound(per * vbytes)) == 0 ||
+         (packed = iqdb__malloc(cap)) == NULL)) {
+        w->err = IQDB_ENOMEM;
+        w->what = "compress";
+    }
     for (uint64_t slot = 0; slot < j->limit && w->err == 0; slot += per) {
         uint64_t n = j->limit - slot < per ? j->limit - slot : per;
         const float *src = j->chunks[slot >> j->chunk_shift];
@@ -325,11 +345,31 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
             }
             src = stage;
         }
-        w_bytes(w, src, (size_t)n * vbytes, &sec->crc);
+        size_t raw = (size_t)n * vbytes;
+        if (codec == NULL) {
+            w_bytes(w, src, raw, &sec->crc);
+        } else {
+            size_t out = 0;
+            int r = codec->compress(src, raw, packed, cap, &out, j->level);
+            if (r != 0) {
+                w->err = r;
+                w->what = "compress";
+                break;
+            }
+            unsigned char bh[VBLOCK_HDR];
+            int keep = out > 0 && out < raw; /* else stored raw */
+            put32(bh, (uint32_t)raw);
+            put32(bh + 4, (uint32_t)(keep ? out : raw));
+            w_bytes(w, bh, VBLOCK_HDR, &sec->crc);
+            w_bytes(w, keep ? (const void *)packed : (const void *)src,
+                    keep ? out : raw, &sec->crc);
+        }
         w_writeback(w);
     }
     iqdb__aligned_free(stage);
-    sec->stored = sec->raw = j->limit * vbytes;
+    iqdb__free(packed);
+    sec->raw = j->limit * vbytes;
+    sec->stored = w->off - sec->offset;
 }
 
 static void w_header(writer *w, const iqdb_snap_job *j, const section *secs,
@@ -719,6 +759,96 @@ static uint64_t sec_off(const iqdb_snapshot *sn, uint32_t type)
     return s ? s->offset : HDR_SIZE;
 }
 
+/* Walk the blocks of a compressed vector section, whose stored bytes p
+ * have passed their checksum: block i holds the slots of arena chunk i
+ * (2^shift slots of stride floats, fewer in the last), so its raw length
+ * is known before its header is read. With dst NULL only the framing is
+ * checked (what open does before it allocates the arena: every block
+ * claims exactly its chunk, and the blocks fill the section); otherwise
+ * each block is decoded into dst(ctx, first slot of the block). */
+typedef float *(*vec_dst_fn)(void *ctx, uint64_t slot);
+
+static int vec_walk(const iqdb_snapshot *sn, const iqdb_snap_section *s,
+                    const iqdb_codec_ops *codec, const unsigned char *p,
+                    vec_dst_fn dst, void *ctx)
+{
+    iqdb_arena geo; /* the chunk geometry of this dim, nothing allocated */
+    iqdb__arena_init(&geo, sn->dim);
+    size_t per = (size_t)1 << geo.chunk_shift, vbytes = geo.stride * 4;
+    if (s->raw != sn->limit * vbytes)
+        return corrupt(NULL, sn->path, s->offset,
+                       "vector section size does not match the header");
+    /* Each block takes at least its header and one byte. */
+    uint64_t blocks = (sn->limit + per - 1) / per;
+    if (blocks > s->stored / (VBLOCK_HDR + 1))
+        return corrupt(NULL, sn->path, s->offset,
+                       "vector section too short for its blocks");
+    uint64_t off = 0;
+    for (uint64_t slot = 0; slot < sn->limit; slot += per) {
+        uint64_t n = sn->limit - slot < per ? sn->limit - slot : per;
+        size_t raw = (size_t)n * vbytes;
+        if (s->stored - off < VBLOCK_HDR)
+            return corrupt(NULL, sn->path, s->offset + off,
+                           "vector block beyond the section");
+        uint32_t braw = get32(p + off), bst = get32(p + off + 4);
+        if (braw != raw || bst == 0 || bst > raw ||
+            bst > s->stored - off - VBLOCK_HDR)
+            return corrupt(NULL, sn->path, s->offset + off,
+                           "bad vector block header");
+        const unsigned char *src = p + off + VBLOCK_HDR;
+        if (dst != NULL) {
+            float *d = dst(ctx, slot);
+            if (bst == raw) {
+                memcpy(d, src, raw);
+            } else {
+                size_t got = 0;
+                int r = codec->decompress(src, bst, d, raw, &got);
+                if (r == IQDB_ENOMEM)
+                    return iqdb__set_error(NULL, r, "snapshot: out of memory");
+                if (r != 0 || got != raw)
+                    return corrupt(NULL, sn->path, s->offset + off,
+                                   "vector block does not decompress");
+            }
+        }
+        off += VBLOCK_HDR + bst;
+    }
+    if (off != s->stored)
+        return corrupt(NULL, sn->path, s->offset + off,
+                       "trailing bytes in the vector section");
+    return 0;
+}
+
+typedef struct flat_dst {
+    unsigned char *p;
+    size_t vbytes;
+} flat_dst;
+
+static float *flat_at(void *ctx, uint64_t slot)
+{
+    flat_dst *f = ctx;
+    return (float *)(f->p + slot * f->vbytes);
+}
+
+/* Read section s's stored bytes and check their checksum. */
+static int read_stored(iqdb_snapshot *sn, const iqdb_snap_section *s,
+                       void **out)
+{
+    void *stored = iqdb__malloc(s->stored ? (size_t)s->stored : 1);
+    *out = NULL;
+    if (stored == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+    int r = read_exact(sn->fd, stored, (size_t)s->stored, s->offset, sn->path,
+                       NULL);
+    if (r == 0 && iqdb__crc32c(0, stored, (size_t)s->stored) != s->crc)
+        r = corrupt(NULL, sn->path, s->offset, "section checksum mismatch");
+    if (r != 0) {
+        iqdb__free(stored);
+        return r;
+    }
+    *out = stored;
+    return 0;
+}
+
 int iqdb__snapshot_read(iqdb_snapshot *sn, uint32_t type, uint64_t max_raw,
                         const iqdb_codec_ops *codec, void **out, size_t *len)
 {
@@ -735,16 +865,26 @@ int iqdb__snapshot_read(iqdb_snapshot *sn, uint32_t type, uint64_t max_raw,
                                "snapshot %s: compressed with codec id %u, "
                                "which is not loaded",
                                sn->path, s->codec);
-    void *stored = iqdb__malloc(s->stored ? (size_t)s->stored : 1);
-    if (stored == NULL)
-        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
-    int r = read_exact(sn->fd, stored, (size_t)s->stored, s->offset, sn->path,
-                       NULL);
-    if (r == 0 && iqdb__crc32c(0, stored, (size_t)s->stored) != s->crc)
-        r = corrupt(NULL, sn->path, s->offset, "section checksum mismatch");
-    if (r != 0) {
-        iqdb__free(stored);
+    void *stored;
+    int r = read_stored(sn, s, &stored);
+    if (r != 0)
         return r;
+    if (s->codec != 0 && type == IQDB_SEC_VECTORS) {
+        /* Blocks of its own (vec_walk), decoded into one flat buffer. */
+        flat_dst f = {NULL, (size_t)(sn->limit ? s->raw / sn->limit : 0)};
+        r = vec_walk(sn, s, codec, stored, NULL, NULL);
+        if (r == 0 && (f.p = iqdb__malloc(s->raw ? (size_t)s->raw : 1)) == NULL)
+            r = iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+        if (r == 0)
+            r = vec_walk(sn, s, codec, stored, flat_at, &f);
+        iqdb__free(stored);
+        if (r != 0) {
+            iqdb__free(f.p);
+            return r;
+        }
+        *out = f.p;
+        *len = (size_t)s->raw;
+        return 0;
     }
     if (s->codec == 0) {
         *out = stored;
@@ -853,12 +993,21 @@ static uint64_t inflate_cap(const iqdb_snap_section *s)
     return s->stored > (UINT64_MAX >> 11) ? UINT64_MAX : s->stored * 1024 + (1u << 20);
 }
 
-static int load_vectors(iqdb *db, iqdb_snapshot *sn, uint64_t mapped)
+static float *arena_dst(void *ctx, uint64_t slot)
+{
+    return iqdb__arena_at(ctx, slot);
+}
+
+/* packed: a compressed section's stored bytes, checked (vec_walk). */
+static int load_vectors(iqdb *db, iqdb_snapshot *sn, uint64_t mapped,
+                        const iqdb_codec_ops *codec, const void *packed)
 {
     const iqdb_snap_section *s = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
     const iqdb_arena *a = &db->store.arena;
     if (s == NULL)
         return corrupt(NULL, sn->path, HDR_SIZE, "vector section missing");
+    if (packed != NULL)
+        return vec_walk(sn, s, codec, packed, arena_dst, (void *)a);
     uint64_t want = sn->limit * a->stride * 4;
     if (s->codec != 0 || s->raw != want)
         return corrupt(NULL, sn->path, s->offset,
@@ -1084,16 +1233,29 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
     /* The vector section is laid out as the arena is: map its whole
      * chunks rather than read them (checked like read ones below). */
     uint64_t mapped = 0;
+    void *packed = NULL;
     const iqdb_snap_section *vs = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
     if (r == 0 && vs != NULL && vs->codec == 0 &&
         vs->raw == sn->limit * db->store.arena.stride * 4)
         mapped = iqdb__arena_map(&db->store.arena, sn->fd, vs->offset,
                                  sn->limit);
+    /* Compressed vectors: read and checked (checksum, then every block's
+     * framing) before the arena is allocated for what they claim. */
+    if (r == 0 && vs != NULL && vs->codec != 0) {
+        if (codec == NULL)
+            r = iqdb__set_error(NULL, IQDB_ENOPLUGIN,
+                                "snapshot %s: compressed with codec id %u, "
+                                "which is not loaded",
+                                sn->path, vs->codec);
+        else if ((r = read_stored(sn, vs, &packed)) == 0)
+            r = vec_walk(sn, vs, codec, packed, NULL, NULL);
+    }
     if (r == 0 && iqdb__store_reserve(&db->store, (size_t)sn->limit) != 0)
         r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory for %llu records",
                             (unsigned long long)sn->count);
     if (r == 0)
-        r = load_vectors(db, sn, mapped);
+        r = load_vectors(db, sn, mapped, codec, packed);
+    iqdb__free(packed);
     if (r == 0)
         r = load_records(db, sn, codec, live);
     iqdb__free(live);

@@ -47,8 +47,9 @@ typedef struct iqdb_snapshot {
 } iqdb_snapshot;
 
 /* Write db's records and index state to dir/snapshot atomically (temp
- * file, fsync, rename, directory fsync). Sections other than vectors are
- * compressed with codec (NULL: raw). Caller holds db's lock against
+ * file, fsync, rename, directory fsync). Sections other than the
+ * configuration are compressed with codec (NULL: raw); the vectors in
+ * blocks of one arena chunk. Caller holds db's lock against
  * writers. Returns 0 or a code with the message on db; on failure the
  * previous snapshot is untouched. */
 int iqdb__snapshot_write(iqdb *db, const char *dir,

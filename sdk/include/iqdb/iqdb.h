@@ -327,7 +327,9 @@ IQDB_API int iqdb_config_set_fsync(iqdb_config *cfg, iqdb_fsync policy,
 /* Compress snapshots with the codec plugin `codec` ("zstd", "lz4"; NULL or
  * "none" for none, the default) at `level` (0: the codec's default).
  * Checked at open: an unknown codec fails with IQDB_ENOPLUGIN. The
- * write-ahead log is never compressed. The snapshot records its codec and
+ * write-ahead log is never compressed; the snapshot's vectors are (in
+ * blocks of about 1 MiB), so they are then read at open rather than
+ * memory-mapped. The snapshot records its codec and
  * level; reopening an existing database with another codec or level
  * makes its next flush or close rewrite the snapshot that way (an open
  * with dim 0 and no compression set keeps the stored ones). Returns 0,
@@ -395,10 +397,11 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * rebuild permission, compaction threshold and plugin directories apply
  * to this handle. The WAL is replayed: a torn tail is cut off and every
  * write acknowledged before a crash is there (see docs/FORMAT.md for the
- * policy on damage that is not a torn tail). The snapshot's vectors are
- * memory-mapped (private, copy-on-write) rather than copied, so they are
- * held once, in the page cache; that file stays allocated on disk until
- * the handle is closed, even once a compaction has replaced it.
+ * policy on damage that is not a torn tail). An uncompressed snapshot's
+ * vectors are memory-mapped (private, copy-on-write) rather than copied,
+ * so they are held once, in the page cache; that file stays allocated on
+ * disk until the handle is closed, even once a compaction has replaced
+ * it.
  *
  * Errors (message via iqdb_errmsg(NULL)): IQDB_EINVAL (bad argument, path
  * not a directory), IQDB_EEXIST (the directory holds something that is

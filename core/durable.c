@@ -466,8 +466,12 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
         d->old_damaged = 1;
         note_damage(d, IQDB_WAL_OLD_FILE, &info);
     }
-    if (info.next_seq > *next) {
-        *next = info.next_seq;
+    if (info.next_seq > *next || damaged) {
+        /* Live, or damaged: then it stays until the settling snapshot is
+         * in place (removing it first would let a crash before that
+         * leave wal starting after a gap, which no open can bridge). */
+        if (info.next_seq > *next)
+            *next = info.next_seq;
         d->old_live = 1;
     } else {
         /* Only frames the snapshot holds: a leftover of a compaction that
@@ -566,10 +570,12 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
                                (unsigned long long)(next - 1));
     if (iqdb__wal_next_seq(d->wal) < next)
         return iqdb__set_error(NULL, IQDB_ECORRUPT,
-                               "%s/wal ends at frame %llu, before the "
-                               "rotated-out log wal.old (frame %llu)",
+                               "%s/wal ends at frame %llu, before the end "
+                               "of the %s (frame %llu)",
                                d->dir,
                                (unsigned long long)iqdb__wal_next_seq(d->wal) - 1,
+                               d->old_live ? "rotated-out log wal.old"
+                                           : "snapshot",
                                (unsigned long long)(next - 1));
     d->recovery.frames_replayed = c.applied;
     note_damage(d, IQDB_WAL_FILE, &info);
@@ -839,8 +845,12 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     r = iqdb__wal_write_framed(d->wal, payload->p, len, &seq);
     if (r != 0) {
         iqdb__retag_error(d->wal, db);
+        /* The log cuts the failed frame back and takes no more frames,
+         * but writes queued before it stay: those its syncs cover are
+         * durable and must be applied and acknowledged like any other
+         * (stop, not fail). */
         if (r != IQDB_ERANGE && r != IQDB_ENOMEM)
-            fail(d, r);
+            stop(d, r);
         pthread_mutex_unlock(&d->wmu);
         frame_buf_give(d, payload);
         return r;
@@ -961,6 +971,13 @@ static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c)
         }
         d->old_live = 1;
         d->empty_wal_size = iqdb__wal_size(d->wal);
+    } else if ((r = iqdb__wal_sync(d->wal)) != 0) {
+        /* The snapshot will hold wal's frames and wal.old then goes: under
+         * NEVER or PERIODIC they must first be durable (the rotation
+         * does this itself), or a power loss would leave a wal ending
+         * before the snapshot with nothing to bridge them. */
+        iqdb__retag_error(d->wal, db);
+        return fail(d, r);
     }
     c->db = db;
     c->seq = d->applied;

@@ -25,11 +25,17 @@ typedef struct iqdb_io {
     int (*rename)(const char *from, const char *to);
     int (*unlink)(const char *path);
     int (*fsync_dir)(const char *dir);
+    /* Write back bytes [off, off + len) of fd and wait for it
+     * (sync_file_range; no device flush, so not a durability point). 0
+     * where the system or file system lacks it. A failure is a write
+     * failure: the error would otherwise be consumed here and the final
+     * fsync of the same file report success. */
+    int (*writeback)(int fd, off_t off, off_t len);
 } iqdb_io;
 
 enum iqdb_io_op {
     IQDB_IO_OP_WRITE = 0,
-    IQDB_IO_OP_FSYNC = 1, /* fsync and fdatasync and fsync_dir */
+    IQDB_IO_OP_FSYNC = 1, /* fsync, fdatasync, fsync_dir and writeback */
     IQDB_IO_OP_FTRUNCATE = 2,
     IQDB_IO_OP_RENAME = 3,
     IQDB_IO_OP_COUNT = 4

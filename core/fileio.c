@@ -4,7 +4,8 @@
  *
  * Every durable-storage path (WAL, snapshots) calls iqdb__io()->op instead
  * of the POSIX function, so a test can:
- *  - make the N-th write, fsync (fsync, fdatasync, directory sync),
+ *  - make the N-th write, fsync (fsync, fdatasync, directory sync,
+ *    write-back),
  *    ftruncate or rename fail with a chosen errno, once or from then on
  *    (SQLite's *fault.test approach: sweep N over every reachable point);
  *  - simulate power loss: between iqdb__io_powerloss_begin() and _crash(),
@@ -71,6 +72,22 @@ static int real_fsync(int fd)
 static int real_fdatasync(int fd)
 {
     return fdatasync(fd);
+}
+
+static int real_writeback(int fd, off_t off, off_t len)
+{
+#ifdef HAVE_SYNC_FILE_RANGE
+    if (sync_file_range(fd, off, len,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+        errno != ENOSYS && errno != EINVAL && errno != ESPIPE)
+        return -1;
+#else
+    (void)fd;
+    (void)off;
+    (void)len;
+#endif
+    return 0;
 }
 
 static int real_ftruncate(int fd, off_t len)
@@ -906,6 +923,21 @@ static int io_fdatasync(int fd)
     return real_fdatasync(fd);
 }
 
+/* Under the simulator a write-back changes nothing durable: the bytes
+ * stay unsynced until an fsync, as on a disk with a volatile cache. */
+static int io_writeback(int fd, off_t off, off_t len)
+{
+    if (inject(IQDB_IO_OP_FSYNC))
+        return -1;
+    if (armed()) {
+        pthread_mutex_lock(&pl_mu);
+        int dead = pl_dead_check();
+        pthread_mutex_unlock(&pl_mu);
+        return dead ? -1 : 0;
+    }
+    return real_writeback(fd, off, len);
+}
+
 static int io_ftruncate(int fd, off_t len)
 {
     if (inject(IQDB_IO_OP_FTRUNCATE))
@@ -951,6 +983,7 @@ static const iqdb_io io_table = {
     .rename = io_rename,
     .unlink = io_unlink,
     .fsync_dir = io_fsync_dir,
+    .writeback = io_writeback,
 };
 
 const iqdb_io *iqdb__io(void)

@@ -1072,6 +1072,45 @@ START_TEST(test_persist_group_commit_fault)
 }
 END_TEST
 
+/* A frame write fails while eight writers share syncs: the writes queued
+ * before it that a sync covered are acknowledged, the others refused,
+ * and after a reopen exactly the acknowledged ones are there (a refused
+ * write must not come back, an acknowledged one must not be lost). */
+START_TEST(test_persist_group_commit_write_fault)
+{
+    for (long n = 5; n < 200; n += 7) {
+        teardown();
+        setup();
+        iqdb *db;
+        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+        iqdb__io_fail_nth(IQDB_IO_OP_WRITE, n, EIO);
+        pthread_t th[8];
+        fctx w[8];
+        for (int i = 0; i < 8; i++) {
+            memset(&w[i], 0, sizeof w[i]);
+            w[i].db = db;
+            w[i].first = (uint64_t)i * 1000;
+            pthread_create(&th[i], NULL, fault_writer, &w[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            pthread_join(th[i], NULL);
+        iqdb_close(db);
+        iqdb__io_reset();
+        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+        for (int t = 0; t < 8; t++) {
+            ck_assert_int_eq(w[t].late_success, 0);
+            for (uint64_t i = 0; i < 40; i++)
+                ck_assert_msg(check(db, w[t].first + i) == w[t].ok[i],
+                              "n %ld: write %llu %s, but %s after reopen", n,
+                              (unsigned long long)(w[t].first + i),
+                              w[t].ok[i] ? "acknowledged" : "refused",
+                              w[t].ok[i] ? "absent" : "present");
+        }
+        iqdb_close(db);
+    }
+}
+END_TEST
+
 START_TEST(test_persist_auto_compaction)
 {
     iqdb_config *c = conf(NULL, IQDB_FSYNC_NEVER);
@@ -1578,6 +1617,115 @@ END_TEST
 /* A damaged leftover wal.old whose frames the snapshot holds (its delete
  * lost in a crash, then bit rot) costs nothing: wal replays in full, also
  * under strict recovery, and the leftover is removed. */
+/* wal.old's first frame past the snapshot is damaged, so wal (past the
+ * gap) is dropped and the open settles that in a snapshot. wal.old must
+ * stay until that snapshot is in place: when the settle fails, or power
+ * is lost at any step of it, the next open still salvages the same. */
+static void damage_first_old_frame(const char *dir)
+{
+    two_logs(dir, 0);
+    char old[600];
+    snprintf(old, sizeof old, "%s/wal.old", dir);
+    size_t n;
+    unsigned char *b = slurp(old, &n);
+    b[40 + 32 + 3] ^= 0x40; /* the first frame's payload */
+    spit(old, b, n);
+    free(b);
+}
+
+START_TEST(test_persist_wal_old_settle_fails)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    damage_first_old_frame(dir);
+    iqdb *db;
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb__io_fail_from(IQDB_IO_OP_RENAME, 0, EIO);
+    ck_assert_int_ne(iqdb_open(dir, c, &db), 0);
+    iqdb__io_reset();
+    ck_assert(file_exists(dir, "wal.old"));
+    ck_assert_msg(iqdb_open(dir, c, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_uint_eq(iqdb_count(db), 5);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert(!file_exists(dir, "wal.old"));
+    iqdb_config_free(c);
+}
+END_TEST
+
+START_TEST(test_persist_wal_old_settle_power_loss)
+{
+    int rounds = 0;
+    for (long at = 0; at < 200; at++) {
+        teardown();
+        setup();
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s", path("db"));
+        damage_first_old_frame(dir);
+        iqdb *db;
+        iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+        iqdb__io_powerloss_begin();
+        iqdb__io_powerloss_crash_at(at, at % 2 ? 0 : (uint64_t)at * 7 + 1);
+        int r = iqdb_open(dir, c, &db);
+        iqdb__io_powerloss_crash_at(-1, 0);
+        int dead = iqdb__io_powerloss_dead();
+        if (r == 0)
+            iqdb_close(db);
+        iqdb__io_powerloss_end();
+        if (!dead) { /* past the last operation: swept them all */
+            iqdb_config_free(c);
+            break;
+        }
+        rounds++;
+        ck_assert_msg(iqdb_open(dir, c, &db) == 0, "crash at %ld: %s", at,
+                      iqdb_errmsg(NULL));
+        ck_assert_uint_eq(iqdb_count(db), 5);
+        for (uint64_t i = 0; i < 5; i++)
+            ck_assert_int_eq(check(db, i), 1);
+        iqdb_close(db);
+        iqdb_config_free(c);
+    }
+    ck_assert_int_gt(rounds, 5);
+}
+END_TEST
+
+/* A compaction that does not rotate (wal.old still live at open) folds
+ * wal's frames into its snapshot and removes wal.old; under NEVER and
+ * PERIODIC those frames must be synced first, or a power loss leaves wal
+ * ending before the snapshot and the database unopenable. */
+static void flush_without_rotation(int policy)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    two_logs(dir, 0);
+    iqdb *db;
+    iqdb_config *c = conf(NULL, policy);
+    iqdb_config_set_fsync(c, (iqdb_fsync)policy, 100000);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert(file_exists(dir, "wal.old"));
+    iqdb__io_powerloss_begin();
+    for (uint64_t i = 20; i < 30; i++)
+        ck_assert_int_eq(put(db, i), 0);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    ck_assert(!file_exists(dir, "wal.old"));
+    ck_assert_int_eq(iqdb__io_powerloss_crash(0), 0);
+    iqdb_close(db);
+    iqdb__io_powerloss_end();
+    ck_assert_msg(iqdb_open(dir, c, &db) == 0, "%s", iqdb_errmsg(NULL));
+    for (uint64_t i = 20; i < 30; i++) /* flushed: durable */
+        ck_assert_int_eq(check(db, i), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+
+START_TEST(test_persist_flush_without_rotation)
+{
+    flush_without_rotation(IQDB_FSYNC_NEVER);
+    teardown();
+    setup();
+    flush_without_rotation(IQDB_FSYNC_PERIODIC);
+}
+END_TEST
+
 START_TEST(test_persist_wal_old_stale_damaged)
 {
     char dir[512], walp[600], oldp[600];
@@ -2033,6 +2181,70 @@ static void on_finding(void *ctx, const char *file, uint64_t off, int damage,
     f->in_snapshot += strcmp(file, "snapshot") == 0;
 }
 
+/* A snapshot past the write-back step (8 MiB) is written back as it
+ * goes; a failed write-back fails the flush (its error would otherwise be
+ * consumed, and the final fsync report success over lost pages) with the
+ * previous snapshot byte-identical and nothing acknowledged lost. Every
+ * sync-class operation of the flush fails in turn. */
+START_TEST(test_persist_snapshot_writeback_fails)
+{
+    int saw_writeback = 0;
+    for (long n = 0; n < 40; n++) {
+        teardown();
+        setup();
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s", path("db"));
+        iqdb_config *c = iqdb_config_new(MDIM, IQDB_METRIC_EUCLIDEAN);
+        iqdb *db;
+        ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+        static float vs[500 * MDIM];
+        iqdb_record recs[500];
+        for (uint64_t b = 0; b < 20; b++) {
+            for (uint64_t i = 0; i < 500; i++) {
+                mvec(b * 500 + i, vs + i * MDIM);
+                recs[i].id = iqdb_id_u64(b * 500 + i);
+                recs[i].vector = vs + i * MDIM;
+                recs[i].meta = NULL;
+            }
+            ck_assert_int_eq(iqdb_upsert_batch(db, recs, 500, MDIM), 0);
+            if (b == 9) /* a first snapshot of 10k records: 10 MiB */
+                ck_assert_int_eq(iqdb_flush(db), 0);
+        }
+        char snap[600];
+        snprintf(snap, sizeof snap, "%s/snapshot", dir);
+        size_t n0;
+        unsigned char *before = slurp(snap, &n0);
+        iqdb__io_reset();
+        iqdb__io_fail_nth(IQDB_IO_OP_FSYNC, n, EIO);
+        int r = iqdb_flush(db);
+        long ops = iqdb__io_count(IQDB_IO_OP_FSYNC);
+        iqdb__io_reset();
+        if (r != 0) {
+            saw_writeback += strstr(iqdb_errmsg(db), "write-back") != NULL;
+            size_t n1;
+            unsigned char *after = slurp(snap, &n1);
+            /* Unless the failure came after the rename. */
+            if (strstr(iqdb_errmsg(db), "directory") == NULL) {
+                ck_assert_uint_eq(n0, n1);
+                ck_assert_mem_eq(before, after, n0);
+            }
+            free(after);
+        }
+        free(before);
+        iqdb_close(db);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+        ck_assert_uint_eq(iqdb_count(db), 10000);
+        for (uint64_t i = 0; i < 10000; i += 97)
+            mcheck(db, i, 1);
+        iqdb_close(db);
+        iqdb_config_free(c);
+        if (r == 0 && ops <= n) /* past the flush's last sync */
+            break;
+    }
+    ck_assert_int_gt(saw_writeback, 0);
+}
+END_TEST
+
 /* With a codec the vector section is compressed too, one block per arena
  * chunk: the snapshot shrinks, nothing is mapped, every vector (and the
  * zeros of dead slots) reads back exact, iqdb_check decodes it, and a
@@ -2315,6 +2527,11 @@ static Suite *persist_suite(void)
         {"group_commit_fault", test_persist_group_commit_fault},
         {"vectors_mapped", test_persist_vectors_mapped},
         {"vectors_compressed", test_persist_vectors_compressed},
+        {"snapshot_writeback_fails", test_persist_snapshot_writeback_fails},
+        {"group_commit_write_fault", test_persist_group_commit_write_fault},
+        {"wal_old_settle_fails", test_persist_wal_old_settle_fails},
+        {"wal_old_settle_power_loss", test_persist_wal_old_settle_power_loss},
+        {"flush_without_rotation", test_persist_flush_without_rotation},
         {"auto_compaction", test_persist_auto_compaction},
         {"fault_write", test_persist_fault_write},
         {"fault_fsync", test_persist_fault_fsync},

@@ -414,7 +414,9 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  *
  * Writes after a failed write, fsync or rename of the handle's files are
  * refused with IQDB_EREADONLY until the database is reopened; the failed
- * write was never acknowledged.
+ * write was never acknowledged. Concurrent writes already in the log are
+ * acknowledged exactly when a sync made them durable, so after a reopen
+ * the database holds every acknowledged write and none that failed.
  */
 IQDB_API int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out);
 

@@ -1204,19 +1204,37 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
                         const iqdb_codec_ops *codec, int allow_rebuild)
 {
     size_t words = (size_t)((sn->limit + 63) / 64);
-    void *p;
+    void *p = NULL, *packed = NULL;
     size_t len;
-    int r = iqdb__snapshot_read(sn, IQDB_SEC_SLOTS, (uint64_t)words * 8, codec,
-                                &p, &len);
-    if (r != 0)
+    int r = 0;
+    /* The vector section first: it is what justifies the slot count S
+     * (raw, S x stride x 4 bytes of the file; compressed, a checked block
+     * of at least 9 bytes per chunk), so nothing sized by S is allocated
+     * before it has been checked. */
+    const iqdb_snap_section *vs = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
+    if (vs == NULL)
+        return corrupt(NULL, sn->path, HDR_SIZE, "vector section missing");
+    if (vs->codec == 0) {
+        if (vs->raw != sn->limit * db->store.arena.stride * 4)
+            return corrupt(NULL, sn->path, vs->offset,
+                           "vector section size does not match the header");
+    } else if (codec == NULL) {
+        return iqdb__set_error(NULL, IQDB_ENOPLUGIN,
+                               "snapshot %s: compressed with codec id %u, "
+                               "which is not loaded",
+                               sn->path, vs->codec);
+    } else if ((r = read_stored(sn, vs, &packed)) != 0 ||
+               (r = vec_walk(sn, vs, codec, packed, NULL, NULL)) != 0) {
+        iqdb__free(packed);
         return r;
-    uint64_t *live = iqdb__malloc(words ? words * 8 : 8);
-    uint64_t pop = 0;
-    if (live == NULL) {
-        iqdb__free(p);
-        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
     }
-    if (len != words * 8)
+    r = iqdb__snapshot_read(sn, IQDB_SEC_SLOTS, (uint64_t)words * 8, codec,
+                            &p, &len);
+    uint64_t *live = r == 0 ? iqdb__malloc(words ? words * 8 : 8) : NULL;
+    uint64_t pop = 0;
+    if (r == 0 && live == NULL)
+        r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    if (r == 0 && len != words * 8)
         r = corrupt(NULL, sn->path, sec_off(sn, IQDB_SEC_SLOTS),
                     "slot bitmap size does not match the header");
     for (size_t w = 0; r == 0 && w < words; w++) {
@@ -1228,26 +1246,12 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
                    (sn->limit % 64 && words &&
                     (live[words - 1] >> (sn->limit % 64)) != 0)))
         r = corrupt(NULL, sn->path, 24, "slot bitmap disagrees with the record count");
-    /* The vector section is laid out as the arena is: map its whole
+    /* A raw vector section is laid out as the arena is: map its whole
      * chunks rather than read them (checked like read ones below). */
     uint64_t mapped = 0;
-    void *packed = NULL;
-    const iqdb_snap_section *vs = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
-    if (r == 0 && vs != NULL && vs->codec == 0 &&
-        vs->raw == sn->limit * db->store.arena.stride * 4)
+    if (r == 0 && vs->codec == 0)
         mapped = iqdb__arena_map(&db->store.arena, sn->fd, vs->offset,
                                  sn->limit);
-    /* Compressed vectors: read and checked (checksum, then every block's
-     * framing) before the arena is allocated for what they claim. */
-    if (r == 0 && vs != NULL && vs->codec != 0) {
-        if (codec == NULL)
-            r = iqdb__set_error(NULL, IQDB_ENOPLUGIN,
-                                "snapshot %s: compressed with codec id %u, "
-                                "which is not loaded",
-                                sn->path, vs->codec);
-        else if ((r = read_stored(sn, vs, &packed)) == 0)
-            r = vec_walk(sn, vs, codec, packed, NULL, NULL);
-    }
     if (r == 0 && iqdb__store_reserve(&db->store, (size_t)sn->limit) != 0)
         r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory for %llu records",
                             (unsigned long long)sn->count);

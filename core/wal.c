@@ -16,7 +16,7 @@
  *   12   4  reserved, 0
  *   16   8  salt: random, new for every file (creation and each reset)
  *   24   8  base sequence number: the sequence number of the first
- *           frame (>= 1)
+ *           frame (1 .. 2^63 - 1)
  *   32   4  CRC32C of bytes 0..31
  *   36   4  reserved, 0
  *
@@ -532,8 +532,10 @@ static int read_header(iqdb_wal *w)
                                "WAL '%s': header checksum mismatch at "
                                "offset 32",
                                w->path);
+    /* Sequence numbers stay below 2^63: a base near 2^64 would let them
+     * wrap during replay (0 means "any" to the damage scan). */
     if (version == 0 || get32(h + 12) != 0 || get32(h + 36) != 0 ||
-        get64(h + 24) == 0)
+        get64(h + 24) == 0 || get64(h + 24) > (UINT64_MAX >> 1))
         return iqdb__set_error(NULL, IQDB_ECORRUPT,
                                "WAL '%s': invalid header field (version %u, "
                                "base sequence %llu)",

@@ -640,6 +640,40 @@ static void corruption_sweep(const char *codec)
     free(bad);
 }
 
+/* A crafted header claiming 2^40 slots, its checksum made good: refused
+ * as corrupt before anything is sized by the claim (the vector section,
+ * raw or in compressed blocks, cannot back it). */
+static void huge_limit(const char *codec)
+{
+    small_db(codec);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    uint64_t limit = (uint64_t)1 << 40;
+    for (int k = 0; k < 8; k++)
+        b[32 + k] = (unsigned char)(limit >> (8 * k));
+    uint32_t crc = iqdb__crc32c(0, b, 124);
+    for (int k = 0; k < 4; k++)
+        b[124 + k] = (unsigned char)(crc >> (8 * k));
+    spit(snap, b, n);
+    free(b);
+    iqdb *db;
+    int r = open_db(path("db"), codec, &db);
+    ck_assert_msg(r == IQDB_ECORRUPT, "%s: %s (%s)", codec ? codec : "raw",
+                  iqdb_errname(r), iqdb_errmsg(NULL));
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "vector section"));
+}
+
+START_TEST(test_persist_snapshot_huge_limit)
+{
+    huge_limit(NULL);
+    teardown();
+    setup();
+    huge_limit("zstd");
+}
+END_TEST
+
 START_TEST(test_persist_snapshot_flips_raw)
 {
     corruption_sweep(NULL);
@@ -2527,6 +2561,7 @@ static Suite *persist_suite(void)
         {"group_commit_fault", test_persist_group_commit_fault},
         {"vectors_mapped", test_persist_vectors_mapped},
         {"vectors_compressed", test_persist_vectors_compressed},
+        {"snapshot_huge_limit", test_persist_snapshot_huge_limit},
         {"snapshot_writeback_fails", test_persist_snapshot_writeback_fails},
         {"group_commit_write_fault", test_persist_group_commit_write_fault},
         {"wal_old_settle_fails", test_persist_wal_old_settle_fails},

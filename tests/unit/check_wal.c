@@ -407,6 +407,13 @@ START_TEST(test_wal_open_errors)
     ck_assert_int_eq(try_open(d, &o), IQDB_ECORRUPT);
     put_header(p, 0, 0, 1, 1);
     ck_assert_int_eq(try_open(d, &o), IQDB_ECORRUPT);
+    /* A base sequence number sequence numbers could wrap from. */
+    put_header(p, 1, 0, UINT64_MAX - 1, 1);
+    ck_assert_int_eq(try_open(d, &o), IQDB_ECORRUPT);
+    put_header(p, 1, 0, (UINT64_MAX >> 1) + 1, 1);
+    ck_assert_int_eq(try_open(d, &o), IQDB_ECORRUPT);
+    put_header(p, 1, 0, UINT64_MAX >> 1, 1);
+    ck_assert_int_eq(try_open(d, &o), 0);
     put_header(p, 1, 0, 77, 1);
     ck_assert_int_eq(iqdb__wal_open(d, &o, &w), 0);
     ck_assert_int_eq(iqdb__wal_replay(w, 0, NULL, NULL, NULL), 0);

@@ -889,14 +889,21 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
         }
         pthread_mutex_lock(&d->wmu);
         d->syncing = 0;
-        if (s == 0) {
+        /* After a failure, every queued write the log made durable
+         * anyway is applied and acknowledged (a sync led inside the log
+         * covers every frame written when it starts, so it may have
+         * covered frames past an earlier leader's upto); the rest fails.
+         * The log takes no sync after a failure, so none becomes durable
+         * later. */
+        uint64_t durable = s == 0 ? upto : iqdb__wal_synced_seq(d->wal);
+        if (d->q_head != NULL && d->q_head->seq <= durable) {
             pending *last = d->q_head;
-            while (last->next != NULL && last->next->seq <= upto)
+            while (last->next != NULL && last->next->seq <= durable)
                 last = last->next;
             apply_through(db, d, last);
-        } else {
-            fail_through(d, upto, s, msg);
         }
+        if (s != 0)
+            fail_through(d, upto, s, msg);
         pthread_cond_broadcast(&d->applied_cv);
     }
     r = me.r;

@@ -707,23 +707,88 @@ static uint64_t pl_rand(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Undo [off + keep, off + len) of record u: old bytes where they existed,
- * zeros where the write had extended the file (a hole, as after a crash
- * that persisted the new size but not the data). */
-static int pl_undo_range(int fd, const struct pl_undo *u, size_t keep)
+/* Undo bytes [from, to) of record u (offsets within the write): old
+ * bytes where they existed, zeros where the write had extended the file
+ * (a hole, as after a crash that persisted the new size but not the
+ * data). */
+static int pl_undo_sub(int fd, const struct pl_undo *u, size_t from,
+                       size_t to)
 {
     static const unsigned char zeros[4096];
-    if (keep < u->old_len &&
-        raw_pwrite_all(fd, u->old + keep, u->old_len - keep,
-                       u->off + (off_t)keep) != 0)
+    size_t old_end = to < u->old_len ? to : u->old_len;
+    if (from < old_end &&
+        raw_pwrite_all(fd, u->old + from, old_end - from,
+                       u->off + (off_t)from) != 0)
         return -1;
-    for (size_t at = keep > u->old_len ? keep : u->old_len; at < u->len;) {
-        size_t n = u->len - at < sizeof zeros ? u->len - at : sizeof zeros;
+    for (size_t at = from > u->old_len ? from : u->old_len; at < to;) {
+        size_t n = to - at < sizeof zeros ? to - at : sizeof zeros;
         if (raw_pwrite_all(fd, zeros, n, u->off + (off_t)at) != 0)
             return -1;
         at += n;
     }
     return 0;
+}
+
+/* File ranges that newer kept writes decided (pl_crash_inode). */
+struct pl_kept {
+    off_t *lo, *hi;
+    size_t n, cap;
+};
+
+static int pl_kept_add(struct pl_kept *k, off_t lo, off_t hi)
+{
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 16;
+        off_t *l = realloc(k->lo, cap * sizeof *l);
+        if (l == NULL)
+            return -1;
+        k->lo = l;
+        off_t *h = realloc(k->hi, cap * sizeof *h);
+        if (h == NULL)
+            return -1;
+        k->hi = h;
+        k->cap = cap;
+    }
+    k->lo[k->n] = lo;
+    k->hi[k->n++] = hi;
+    return 0;
+}
+
+/* Undo [keep, len) of record u except where a newer kept write (in k)
+ * overwrote it: those bytes hold the newer data after the crash, which
+ * is what a disk that persisted the newer write but lost this one
+ * shows. */
+static int pl_undo_range(int fd, const struct pl_undo *u, size_t keep,
+                         const struct pl_kept *k)
+{
+    if (keep >= u->len)
+        return 0;
+    size_t span = u->len - keep;
+    unsigned char *cov = NULL;
+    for (size_t i = 0; i < k->n; i++) {
+        off_t lo = k->lo[i] > u->off + (off_t)keep ? k->lo[i]
+                                                   : u->off + (off_t)keep;
+        off_t hi = k->hi[i] < u->off + (off_t)u->len ? k->hi[i]
+                                                     : u->off + (off_t)u->len;
+        if (lo >= hi)
+            continue;
+        if (cov == NULL && (cov = calloc(span, 1)) == NULL)
+            return -1;
+        memset(cov + (lo - u->off - (off_t)keep), 1, (size_t)(hi - lo));
+    }
+    if (cov == NULL)
+        return pl_undo_sub(fd, u, keep, u->len);
+    int r = 0;
+    for (size_t at = 0; at < span && r == 0;) {
+        size_t end = at;
+        while (end < span && cov[end] == cov[at])
+            end++;
+        if (!cov[at])
+            r = pl_undo_sub(fd, u, keep + at, keep + end);
+        at = end;
+    }
+    free(cov);
+    return r;
 }
 
 /* Roll one file back through its private descriptor, newest change
@@ -732,6 +797,7 @@ static int pl_crash_inode(struct pl_inode *ino, uint64_t *rng, int random)
 {
     off_t final = ino->base_size;
     struct pl_undo *list = ino->undo;
+    struct pl_kept kept = {NULL, NULL, 0, 0};
     ino->undo = NULL;
     int r = 0;
     for (struct pl_undo *u = list; u != NULL && r == 0; u = u->next) {
@@ -750,8 +816,12 @@ static int pl_crash_inode(struct pl_inode *ino, uint64_t *rng, int random)
         }
         if (keep > 0 && u->off + (off_t)keep > final)
             final = u->off + (off_t)keep;
-        r = pl_undo_range(ino->fd, u, keep);
+        r = pl_undo_range(ino->fd, u, keep, &kept);
+        if (r == 0 && keep > 0)
+            r = pl_kept_add(&kept, u->off, u->off + (off_t)keep);
     }
+    free(kept.lo);
+    free(kept.hi);
     pl_free_undo(list);
     if (r == 0)
         r = real_ftruncate(ino->fd, final);

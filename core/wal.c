@@ -1272,6 +1272,16 @@ uint64_t iqdb__wal_size(iqdb_wal *w)
     return n;
 }
 
+uint64_t iqdb__wal_synced_seq(iqdb_wal *w)
+{
+    if (w == NULL)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    uint64_t n = w->synced_seq;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
 uint64_t iqdb__wal_next_seq(iqdb_wal *w)
 {
     if (w == NULL)

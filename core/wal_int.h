@@ -258,6 +258,11 @@ uint64_t iqdb__wal_size(iqdb_wal *w);
 /* The sequence number the next frame will get (0 for NULL). */
 uint64_t iqdb__wal_next_seq(iqdb_wal *w);
 
+/* The highest sequence number known durable (every frame up to it is on
+ * stable storage); below the first frame's when none is. It stays valid
+ * after a failure: a failed handle cuts back only what follows it. */
+uint64_t iqdb__wal_synced_seq(iqdb_wal *w);
+
 /* 0 while the handle accepts appends; otherwise the code of the failure
  * that stopped it (IQDB_EREADONLY for a read-only handle, IQDB_EINVAL for
  * NULL). */

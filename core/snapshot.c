@@ -21,7 +21,8 @@
  *    48   4  codec id (0 = sections stored raw)
  *    52   4  section count C (1..16)
  *    56   8  section table offset (= 128)
- *    64   8  sequence number of the last WAL frame folded in (0: none)
+ *    64   8  sequence number of the last WAL frame folded in (0: none;
+ *           below 2^63 - 1)
  *    72  48  reserved, zero
  *   120   4  reserved, zero
  *   124   4  CRC32C of bytes 0..123
@@ -58,8 +59,8 @@
  *             i*B .. min((i+1)*B, S) - 1, B = 2^k for the largest k <= 16
  *             with B * stride * 4 <= 1 MiB, or 1): u32 raw length (the
  *             chunk's slots x stride x 4, checked), u32 stored length
- *             (1 .. raw; equal to raw: the bytes as they are, else the
- *             codec's output), the stored bytes. The section's raw length
+ *             (equal to raw: the bytes as they are; else the codec's
+ *             output, raw / 1024 .. raw - 1 bytes), the stored bytes. The section's raw length
  *             is S x stride x 4; its CRC covers the blocks' headers too.
  *     INDEX   the index plugin's save() stream (optional)
  */
@@ -83,6 +84,12 @@
 #define MAX_SECTIONS 16u
 #define PAGE 4096u
 #define VBLOCK_HDR 8u /* a compressed vector block: u32 raw, u32 stored */
+/* The most a compressed section may inflate to: MAX_RATIO times its
+ * stored bytes, plus RATIO_SLACK for a whole section (not for a vector
+ * block). What a file can make open allocate is bounded by that; the
+ * writer stores raw whatever would compress further. */
+#define MAX_RATIO 1024u
+#define RATIO_SLACK ((uint64_t)1 << 20)
 
 static const char magic[8] = {'I', 'Q', 'D', 'B', 'S', 'N', 'A', 'P'};
 
@@ -204,7 +211,9 @@ static void w_section(writer *w, section *s, uint32_t type, const void *raw,
         void *dst = cap ? iqdb__malloc(cap) : NULL;
         int r = dst ? codec->compress(raw, len, dst, cap, &out, level)
                     : IQDB_ENOMEM;
-        if (r == 0 && out < len) {
+        /* Beyond the ratio a reader accepts, raw is the only way. */
+        if (r == 0 && out < len &&
+            (uint64_t)out * MAX_RATIO + RATIO_SLACK >= len) {
             s->codec = codec->id;
             s->stored = out;
             w_bytes(w, dst, out, &s->crc);
@@ -355,7 +364,10 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
                 break;
             }
             unsigned char bh[VBLOCK_HDR];
-            int keep = out > 0 && out < raw; /* else stored raw */
+            /* Else stored raw: no gain, or beyond the ratio a reader
+             * accepts (chunks of dead slots, all zeros, go raw). */
+            int keep = out > 0 && out < raw &&
+                       (uint64_t)out * MAX_RATIO >= raw;
             put32(bh, (uint32_t)raw);
             put32(bh + 4, (uint32_t)(keep ? out : raw));
             w_bytes(w, bh, VBLOCK_HDR, &sec->crc);
@@ -620,6 +632,9 @@ static int parse_header(iqdb_snapshot *sn, const unsigned char *h,
         return corrupt(NULL, path, 24, "record counts out of range");
     if (sn->nsec == 0 || sn->nsec > MAX_SECTIONS)
         return corrupt(NULL, path, 52, "section count out of range");
+    /* The log after it must start below 2^63 (core/wal.c). */
+    if (sn->last_seq >= (UINT64_MAX >> 1))
+        return corrupt(NULL, path, 64, "sequence number out of range");
     return 0;
 }
 
@@ -776,7 +791,8 @@ static int vec_walk(const iqdb_snapshot *sn, const iqdb_snap_section *s,
     if (s->raw != sn->limit * vbytes)
         return corrupt(NULL, sn->path, s->offset,
                        "vector section size does not match the header");
-    /* Each block takes at least its header and one byte. */
+    /* Each block takes at least its header and one byte (and with the
+     * ratio limit far more; checked per block below). */
     uint64_t blocks = (sn->limit + per - 1) / per;
     if (blocks > s->stored / (VBLOCK_HDR + 1))
         return corrupt(NULL, sn->path, s->offset,
@@ -793,6 +809,10 @@ static int vec_walk(const iqdb_snapshot *sn, const iqdb_snap_section *s,
             bst > s->stored - off - VBLOCK_HDR)
             return corrupt(NULL, sn->path, s->offset + off,
                            "bad vector block header");
+        if (bst < raw && (uint64_t)bst * MAX_RATIO < raw)
+            return corrupt(NULL, sn->path, s->offset + off,
+                           "vector block claims more than the compression "
+                           "ratio limit");
         const unsigned char *src = p + off + VBLOCK_HDR;
         if (dst != NULL) {
             float *d = dst(ctx, slot);
@@ -988,7 +1008,8 @@ static uint64_t inflate_cap(const iqdb_snap_section *s)
 {
     if (s->codec == 0)
         return s->stored;
-    return s->stored > (UINT64_MAX >> 11) ? UINT64_MAX : s->stored * 1024 + (1u << 20);
+    return s->stored > (UINT64_MAX >> 11) ? UINT64_MAX
+                                          : s->stored * MAX_RATIO + RATIO_SLACK;
 }
 
 static float *arena_dst(void *ctx, uint64_t slot)

@@ -568,6 +568,11 @@ static int open_file(iqdb_wal *w, const iqdb_wal_options *o)
         return iqdb__set_error(NULL, IQDB_ENOTFOUND, "no WAL '%s'",
                                w->path);
     w->base_seq = o->first_seq ? o->first_seq : 1;
+    if (w->base_seq > (UINT64_MAX >> 1)) /* read_header would refuse it */
+        return iqdb__set_error(NULL, IQDB_ERANGE,
+                               "WAL '%s': first sequence number %llu is "
+                               "out of range",
+                               w->path, (unsigned long long)w->base_seq);
     w->salt = new_salt(0);
     int fd;
     const char *op;
@@ -1188,6 +1193,11 @@ static int renew(iqdb_wal *w, const char *keep, const char *what)
     if (!w->replayed) {
         rc = iqdb__set_error(w, IQDB_EINVAL, "WAL '%s': replay it before a %s",
                              w->path, what);
+        goto out;
+    }
+    if (w->next_seq > (UINT64_MAX >> 1)) {
+        rc = iqdb__set_error(w, IQDB_ERANGE, "WAL '%s': %s: sequence "
+                             "numbers exhausted", w->path, what);
         goto out;
     }
     if (keep != NULL && (kept = join(w->dir, keep)) == NULL) {

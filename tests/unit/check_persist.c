@@ -676,12 +676,38 @@ static void huge_limit(const char *codec)
     ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "vector section"));
 }
 
+/* A crafted last sequence number the log after it could not follow
+ * (sequence numbers stay below 2^63): refused, so the library never
+ * writes a log it would then refuse to read. */
+static void huge_last_seq(void)
+{
+    small_db(NULL);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    uint64_t seq = UINT64_MAX >> 1;
+    for (int k = 0; k < 8; k++)
+        b[64 + k] = (unsigned char)(seq >> (8 * k));
+    uint32_t crc = iqdb__crc32c(0, b, 124);
+    for (int k = 0; k < 4; k++)
+        b[124 + k] = (unsigned char)(crc >> (8 * k));
+    spit(snap, b, n);
+    free(b);
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "sequence number"));
+}
+
 START_TEST(test_persist_snapshot_huge_limit)
 {
     huge_limit(NULL);
     teardown();
     setup();
     huge_limit("zstd");
+    teardown();
+    setup();
+    huge_last_seq();
 }
 END_TEST
 
@@ -2408,6 +2434,80 @@ static void vectors_compressed(const char *codec)
     iqdb_config_free(c);
 }
 
+/* Data that compresses beyond the ratio a reader accepts (1024:1, plus
+ * 1 MiB per section) is stored raw, so it still opens: 12 MB of
+ * identical metadata, a chunk of all-zero live vectors, a chunk of dead
+ * slots. And a crafted vector block claiming that ratio is refused. */
+START_TEST(test_persist_compression_extremes)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    iqdb_config *c = iqdb_config_new(MDIM, IQDB_METRIC_EUCLIDEAN);
+    ck_assert_int_eq(iqdb_config_set_compression(c, "zstd", 0), 0);
+    iqdb *db;
+    ck_assert_msg(iqdb_open(dir, c, &db) == 0, "%s", iqdb_errmsg(NULL));
+    char *big = malloc(4001);
+    memset(big, 'a', 4000);
+    big[4000] = '\0';
+    iqdb_meta *m = iqdb_meta_new();
+    ck_assert_int_eq(iqdb_meta_set(m, "s", iqdb_value_str(big)), 0);
+    float v[MDIM], got[MDIM], zero[MDIM] = {0};
+    for (uint64_t i = 0; i < 3072; i++) {
+        if (i >= 1024 && i < 2048)
+            memset(v, 0, sizeof v);
+        else
+            mvec(i, v);
+        ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(i), v, MDIM, m), 0);
+    }
+    for (uint64_t i = 2048; i < 3072; i++) /* a whole chunk of dead slots */
+        ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(i), NULL), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_msg(iqdb_open(dir, c, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_uint_eq(iqdb_count(db), 2048);
+    for (uint64_t i = 0; i < 2048; i += 7) {
+        iqdb_meta *gm = NULL;
+        ck_assert_int_eq(iqdb_get(db, iqdb_id_u64(i), got, MDIM, &gm), 0);
+        if (i >= 1024) {
+            ck_assert_mem_eq(got, zero, sizeof got);
+        } else {
+            mvec(i, v);
+            ck_assert_mem_eq(got, v, sizeof got);
+        }
+        iqdb_value val;
+        ck_assert_int_eq(iqdb_meta_get(gm, "s", &val), 0);
+        ck_assert_uint_eq(val.len, 4000);
+        iqdb_meta_free(gm);
+    }
+    ck_assert_int_eq(iqdb_close(db), 0);
+    findings f = {0};
+    ck_assert_int_eq(iqdb_check(dir, NULL, on_finding, &f), 0);
+    /* The first vector block made to claim 1 MiB from a single byte,
+     * every checksum made good: refused before anything is sized by it. */
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    size_t nb;
+    unsigned char *b = slurp(snap, &nb), *ent = NULL;
+    uint32_t nsec = (uint32_t)b[52];
+    for (uint32_t e = 0; e < nsec; e++) {
+        ent = b + 128 + e * 48;
+        if (ent[0] == 6)
+            break;
+    }
+    uint64_t voff = get_le64(ent + 8), vlen = get_le64(ent + 16);
+    put_le32(b + voff + 4, 1);
+    put_le32(ent + 32, iqdb__crc32c(0, b + voff, (size_t)vlen));
+    put_le32(b + 128 + nsec * 48, iqdb__crc32c(0, b + 128, nsec * 48));
+    spit(snap, b, nb);
+    free(b);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    ck_assert_msg(strstr(iqdb_errmsg(NULL), "ratio") != NULL, "%s",
+                  iqdb_errmsg(NULL));
+    iqdb_meta_free(m);
+    free(big);
+    iqdb_config_free(c);
+}
+END_TEST
+
 START_TEST(test_persist_vectors_compressed)
 {
     vectors_compressed("zstd");
@@ -2582,6 +2682,7 @@ static Suite *persist_suite(void)
         {"vectors_mapped", test_persist_vectors_mapped},
         {"vectors_compressed", test_persist_vectors_compressed},
         {"snapshot_huge_limit", test_persist_snapshot_huge_limit},
+        {"compression_extremes", test_persist_compression_extremes},
         {"snapshot_writeback_fails", test_persist_snapshot_writeback_fails},
         {"group_commit_write_fault", test_persist_group_commit_write_fault},
         {"wal_old_settle_fails", test_persist_wal_old_settle_fails},

@@ -1237,11 +1237,8 @@ static int check_snapshot_sections(check_ctx *c, const char *snap,
         goto out;
     }
     for (uint32_t i = 0; i < sn.nsec; i++) {
-        void *buf = NULL;
-        size_t len = 0;
         const iqdb_snap_section *sec = &sn.sec[i];
-        r = iqdb__snapshot_read(&sn, sec->type, sec->raw, codec, &buf, &len);
-        iqdb__free(buf);
+        r = iqdb__snapshot_verify(&sn, sec, codec);
         if (r == IQDB_ECORRUPT) {
             finding(c, "snapshot", sec->offset, 1, iqdb__last_error());
             r = 0;

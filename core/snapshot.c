@@ -836,17 +836,6 @@ static int vec_walk(const iqdb_snapshot *sn, const iqdb_snap_section *s,
     return 0;
 }
 
-typedef struct flat_dst {
-    unsigned char *p;
-    size_t vbytes;
-} flat_dst;
-
-static float *flat_at(void *ctx, uint64_t slot)
-{
-    flat_dst *f = ctx;
-    return (float *)(f->p + slot * f->vbytes);
-}
-
 /* Read section s's stored bytes and check their checksum. */
 static int read_stored(iqdb_snapshot *sn, const iqdb_snap_section *s,
                        void **out)
@@ -887,23 +876,6 @@ int iqdb__snapshot_read(iqdb_snapshot *sn, uint32_t type, uint64_t max_raw,
     int r = read_stored(sn, s, &stored);
     if (r != 0)
         return r;
-    if (s->codec != 0 && type == IQDB_SEC_VECTORS) {
-        /* Blocks of its own (vec_walk), decoded into one flat buffer. */
-        flat_dst f = {NULL, (size_t)(sn->limit ? s->raw / sn->limit : 0)};
-        r = vec_walk(sn, s, codec, stored, NULL, NULL);
-        if (r == 0 && (f.p = iqdb__malloc(s->raw ? (size_t)s->raw : 1)) == NULL)
-            r = iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
-        if (r == 0)
-            r = vec_walk(sn, s, codec, stored, flat_at, &f);
-        iqdb__free(stored);
-        if (r != 0) {
-            iqdb__free(f.p);
-            return r;
-        }
-        *out = f.p;
-        *len = (size_t)s->raw;
-        return 0;
-    }
     if (s->codec == 0) {
         *out = stored;
         *len = (size_t)s->stored;
@@ -1018,6 +990,68 @@ static float *arena_dst(void *ctx, uint64_t slot)
 }
 
 /* packed: a compressed section's stored bytes, checked (vec_walk). */
+static float *scratch_at(void *ctx, uint64_t slot)
+{
+    (void)slot;
+    return ctx;
+}
+
+int iqdb__snapshot_verify(iqdb_snapshot *sn, const iqdb_snap_section *s,
+                          const iqdb_codec_ops *codec)
+{
+    if (s->codec != 0 && codec == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOPLUGIN,
+                               "snapshot %s: compressed with codec id %u, "
+                               "which is not loaded",
+                               sn->path, s->codec);
+    if (s->type != IQDB_SEC_VECTORS) {
+        /* Compressed: no more than the ratio allows, whatever it claims. */
+        uint64_t cap = s->codec ? inflate_cap(s) : s->raw;
+        void *p = NULL;
+        size_t len;
+        if (s->raw > cap)
+            return corrupt(NULL, sn->path, s->offset,
+                           "section claims more than the compression ratio "
+                           "limit");
+        int r = iqdb__snapshot_read(sn, s->type, s->raw, codec, &p, &len);
+        iqdb__free(p);
+        return r;
+    }
+    iqdb_arena geo;
+    iqdb__arena_init(&geo, sn->dim);
+    size_t per = (size_t)1 << geo.chunk_shift, vbytes = geo.stride * 4;
+    if (s->raw != sn->limit * vbytes)
+        return corrupt(NULL, sn->path, s->offset,
+                       "vector section size does not match the header");
+    void *buf = iqdb__malloc(per * vbytes);
+    if (buf == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+    int r = 0;
+    if (s->codec == 0) {
+        uint32_t crc = 0;
+        for (uint64_t at = 0; at < s->stored && r == 0;) {
+            size_t n = s->stored - at < per * vbytes ? (size_t)(s->stored - at)
+                                                     : per * vbytes;
+            r = read_exact(sn->fd, buf, n, s->offset + at, sn->path, NULL);
+            crc = iqdb__crc32c(crc, buf, n);
+            at += n;
+        }
+        if (r == 0 && crc != s->crc)
+            r = corrupt(NULL, sn->path, s->offset,
+                        "vector section checksum mismatch");
+    } else {
+        void *packed = NULL;
+        r = read_stored(sn, s, &packed);
+        if (r == 0)
+            r = vec_walk(sn, s, codec, packed, NULL, NULL);
+        if (r == 0)
+            r = vec_walk(sn, s, codec, packed, scratch_at, buf);
+        iqdb__free(packed);
+    }
+    iqdb__free(buf);
+    return r;
+}
+
 static int load_vectors(iqdb *db, iqdb_snapshot *sn, uint64_t mapped,
                         const iqdb_codec_ops *codec, const void *packed)
 {

@@ -90,5 +90,11 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
  * max_raw. *out is freed with iqdb__free. */
 int iqdb__snapshot_read(iqdb_snapshot *sn, uint32_t type, uint64_t max_raw,
                         const iqdb_codec_ops *codec, void **out, size_t *len);
+/* Check section s's checksum and that it decodes (within the ratio a
+ * reader accepts), keeping nothing: the vectors are checked a chunk at a
+ * time, so memory stays small whatever the database's size. 0, or
+ * IQDB_ECORRUPT / another code with the message set. */
+int iqdb__snapshot_verify(iqdb_snapshot *sn, const iqdb_snap_section *s,
+                          const iqdb_codec_ops *codec);
 
 #endif /* IQDB_SNAPSHOT_INT_H */

@@ -656,65 +656,6 @@ static void corruption_sweep(const char *codec)
     free(bad);
 }
 
-/* A crafted header claiming 2^40 slots, its checksum made good: refused
- * as corrupt before anything is sized by the claim (the vector section,
- * raw or in compressed blocks, cannot back it). */
-static void huge_limit(const char *codec)
-{
-    small_db(codec);
-    char snap[600];
-    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
-    size_t n;
-    unsigned char *b = slurp(snap, &n);
-    uint64_t limit = (uint64_t)1 << 40;
-    for (int k = 0; k < 8; k++)
-        b[32 + k] = (unsigned char)(limit >> (8 * k));
-    uint32_t crc = iqdb__crc32c(0, b, 124);
-    for (int k = 0; k < 4; k++)
-        b[124 + k] = (unsigned char)(crc >> (8 * k));
-    spit(snap, b, n);
-    free(b);
-    iqdb *db;
-    int r = open_db(path("db"), codec, &db);
-    ck_assert_msg(r == IQDB_ECORRUPT, "%s: %s (%s)", codec ? codec : "raw",
-                  iqdb_errname(r), iqdb_errmsg(NULL));
-    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "vector section"));
-}
-
-/* A crafted last sequence number the log after it could not follow
- * (sequence numbers stay below 2^63): refused, so the library never
- * writes a log it would then refuse to read. */
-static void huge_last_seq(void)
-{
-    small_db(NULL);
-    char snap[600];
-    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
-    size_t n;
-    unsigned char *b = slurp(snap, &n);
-    uint64_t seq = UINT64_MAX >> 1;
-    for (int k = 0; k < 8; k++)
-        b[64 + k] = (unsigned char)(seq >> (8 * k));
-    uint32_t crc = iqdb__crc32c(0, b, 124);
-    for (int k = 0; k < 4; k++)
-        b[124 + k] = (unsigned char)(crc >> (8 * k));
-    spit(snap, b, n);
-    free(b);
-    iqdb *db;
-    ck_assert_int_eq(open_db(path("db"), NULL, &db), IQDB_ECORRUPT);
-    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "sequence number"));
-}
-
-START_TEST(test_persist_snapshot_huge_limit)
-{
-    huge_limit(NULL);
-    teardown();
-    setup();
-    huge_limit("zstd");
-    teardown();
-    setup();
-    huge_last_seq();
-}
-END_TEST
 
 START_TEST(test_persist_snapshot_flips_raw)
 {
@@ -2348,6 +2289,104 @@ static uint64_t get_le64(const unsigned char *p)
         v = v << 8 | p[k];
     return v;
 }
+
+/* A crafted header claiming 2^40 slots, its checksum made good: refused
+ * as corrupt before anything is sized by the claim (the vector section,
+ * raw or in compressed blocks, cannot back it). */
+static void huge_limit(const char *codec)
+{
+    small_db(codec);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    uint64_t limit = (uint64_t)1 << 40;
+    for (int k = 0; k < 8; k++)
+        b[32 + k] = (unsigned char)(limit >> (8 * k));
+    uint32_t crc = iqdb__crc32c(0, b, 124);
+    for (int k = 0; k < 4; k++)
+        b[124 + k] = (unsigned char)(crc >> (8 * k));
+    spit(snap, b, n);
+    free(b);
+    iqdb *db;
+    int r = open_db(path("db"), codec, &db);
+    ck_assert_msg(r == IQDB_ECORRUPT, "%s: %s (%s)", codec ? codec : "raw",
+                  iqdb_errname(r), iqdb_errmsg(NULL));
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "vector section"));
+}
+
+/* A crafted last sequence number the log after it could not follow
+ * (sequence numbers stay below 2^63): refused, so the library never
+ * writes a log it would then refuse to read. */
+static void huge_last_seq(void)
+{
+    small_db(NULL);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    uint64_t seq = UINT64_MAX >> 1;
+    for (int k = 0; k < 8; k++)
+        b[64 + k] = (unsigned char)(seq >> (8 * k));
+    uint32_t crc = iqdb__crc32c(0, b, 124);
+    for (int k = 0; k < 4; k++)
+        b[124 + k] = (unsigned char)(crc >> (8 * k));
+    spit(snap, b, n);
+    free(b);
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "sequence number"));
+}
+
+/* A compressed section whose table entry claims 2^40 raw bytes, the
+ * table's checksum made good: open and iqdb_check both call it corrupt,
+ * neither allocating what it claims. */
+static void huge_raw_claim(void)
+{
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), "zstd", &db), 0);
+    for (uint64_t i = 0; i < 300; i++)
+        ck_assert_int_eq(put(db, i), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    uint32_t nsec = (uint32_t)b[52];
+    unsigned char *ent = NULL;
+    for (uint32_t e = 0; e < nsec && ent == NULL; e++) {
+        unsigned char *x = b + 128 + e * 48;
+        if (x[0] == 5 && x[4] != 0) /* META, compressed */
+            ent = x;
+    }
+    ck_assert_ptr_nonnull(ent);
+    uint64_t raw = (uint64_t)1 << 40;
+    for (int k = 0; k < 8; k++)
+        ent[24 + k] = (unsigned char)(raw >> (8 * k));
+    put_le32(b + 128 + nsec * 48, iqdb__crc32c(0, b + 128, nsec * 48));
+    spit(snap, b, n);
+    free(b);
+    ck_assert_int_eq(open_db(path("db"), "zstd", &db), IQDB_ECORRUPT);
+    findings f = {0};
+    ck_assert_int_eq(iqdb_check(path("db"), NULL, on_finding, &f),
+                     IQDB_ECORRUPT);
+    ck_assert_int_gt(f.damage, 0);
+}
+
+START_TEST(test_persist_snapshot_huge_limit)
+{
+    huge_raw_claim();
+    teardown();
+    setup();
+    huge_limit(NULL);
+    teardown();
+    setup();
+    huge_limit("zstd");
+    teardown();
+    setup();
+    huge_last_seq();
+}
+END_TEST
 
 static void vectors_compressed(const char *codec)
 {

@@ -448,7 +448,8 @@ typedef void (*iqdb_check_fn)(void *ctx, const char *file, uint64_t offset,
 
 /*
  * Verify the durable database in directory `path` without changing it:
- * the snapshot's header, section table and the checksum of every section,
+ * the snapshot's header, section table and the checksum of every section
+ * (the vectors a chunk at a time, so in little memory),
  * and every frame of the write-ahead log (checksums, sequence, decoding),
  * each reported on its own; then, when none of that is damaged, the full
  * structure through a read-only open (ids, vectors, metadata, the index

@@ -838,9 +838,11 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
     }
     pthread_mutex_lock(&d->wmu);
     if (d->readonly || d->failed || d->stopped) {
+        /* Built under wmu: another writer may be failing the handle. */
+        r = refuse(db, d);
         pthread_mutex_unlock(&d->wmu);
         frame_buf_give(d, payload);
-        return refuse(db, d);
+        return r;
     }
     r = iqdb__wal_write_framed(d->wal, payload->p, len, &seq);
     if (r != 0) {

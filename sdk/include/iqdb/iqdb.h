@@ -415,8 +415,10 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * Writes after a failed write, fsync or rename of the handle's files are
  * refused with IQDB_EREADONLY until the database is reopened; the failed
  * write was never acknowledged. Concurrent writes already in the log are
- * acknowledged exactly when a sync made them durable, so after a reopen
- * the database holds every acknowledged write and none that failed.
+ * acknowledged exactly when a sync made them durable, so a reopen without
+ * a crash in between holds every acknowledged write and none that failed
+ * (after a crash, a failed write may be there too, like any write that
+ * was not acknowledged).
  */
 IQDB_API int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out);
 

@@ -614,6 +614,56 @@ static void spit(const char *p, const void *b, size_t n)
     fclose(f);
 }
 
+/* Crafting snapshots (layout in core/snapshot.c): little-endian fields,
+ * the section table entry of a type, and checksums made good again. */
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int k = 0; k < 4; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int k = 0; k < 8; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = v << 8 | p[k];
+    return v;
+}
+
+static unsigned char *sec_entry(unsigned char *b, uint32_t type)
+{
+    for (uint32_t e = 0; e < b[52]; e++)
+        if (b[128 + e * 48] == type)
+            return b + 128 + e * 48;
+    ck_abort_msg("no section of type %u", type);
+    return NULL;
+}
+
+static void fix_header(unsigned char *b)
+{
+    put_le32(b + 124, iqdb__crc32c(0, b, 124));
+}
+
+static void fix_table(unsigned char *b)
+{
+    put_le32(b + 128 + b[52] * 48, iqdb__crc32c(0, b + 128, b[52] * 48u));
+}
+
+/* The section of entry ent: its checksum from its bytes, then the
+ * table's. */
+static void fix_section(unsigned char *b, unsigned char *ent)
+{
+    put_le32(ent + 32, iqdb__crc32c(0, b + get_le64(ent + 8),
+                                    (size_t)get_le64(ent + 16)));
+    fix_table(b);
+}
+
 static void small_db(const char *codec)
 {
     iqdb *db;
@@ -1046,85 +1096,65 @@ static void *fault_writer(void *arg)
     return NULL;
 }
 
-/* A sync fails while eight writers share syncs: every write it covered
- * fails, none is acknowledged afterwards, and after a reopen exactly the
- * acknowledged writes are there. */
+/* Eight writers share syncs while the n-th operation of kind op fails:
+ * no thread gets a write acknowledged after one was refused, and after a
+ * reopen exactly the acknowledged writes are there (a refused write must
+ * not come back, an acknowledged one must not be lost). With refused, a
+ * write after the writers is refused too. Returns the writes
+ * acknowledged. */
+static int group_fault_round(int op, long n, int refused)
+{
+    teardown();
+    setup();
+    iqdb *db;
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+    iqdb__io_fail_nth(op, n, EIO);
+    pthread_t th[8];
+    fctx w[8];
+    for (int i = 0; i < 8; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].db = db;
+        w[i].first = (uint64_t)i * 1000;
+        pthread_create(&th[i], NULL, fault_writer, &w[i]);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    if (refused)
+        ck_assert_int_eq(put(db, 99999), IQDB_EREADONLY);
+    iqdb_close(db);
+    iqdb__io_reset();
+    ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
+    int acked = 0;
+    for (int t = 0; t < 8; t++) {
+        ck_assert_int_eq(w[t].late_success, 0);
+        for (uint64_t i = 0; i < 40; i++) {
+            acked += w[t].ok[i];
+            ck_assert_msg(check(db, w[t].first + i) == w[t].ok[i],
+                          "n %ld: write %llu %s, but %s after reopen", n,
+                          (unsigned long long)(w[t].first + i),
+                          w[t].ok[i] ? "acknowledged" : "refused",
+                          w[t].ok[i] ? "absent" : "present");
+        }
+    }
+    iqdb_close(db);
+    return acked;
+}
+
+/* A sync fails: every write it covered fails and the handle refuses
+ * writes. */
 START_TEST(test_persist_group_commit_fault)
 {
-    for (long n = 1; n < 40; n += 6) {
-        teardown();
-        setup();
-        iqdb *db;
-        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
-        iqdb__io_fail_nth(IQDB_IO_OP_FSYNC, n, EIO);
-        pthread_t th[8];
-        fctx w[8];
-        for (int i = 0; i < 8; i++) {
-            memset(&w[i], 0, sizeof w[i]);
-            w[i].db = db;
-            w[i].first = (uint64_t)i * 1000;
-            pthread_create(&th[i], NULL, fault_writer, &w[i]);
-        }
-        for (int i = 0; i < 8; i++)
-            pthread_join(th[i], NULL);
-        ck_assert_int_eq(put(db, 99999), IQDB_EREADONLY);
-        iqdb_close(db);
-        iqdb__io_reset();
-        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
-        int acked = 0;
-        for (int t = 0; t < 8; t++) {
-            ck_assert_int_eq(w[t].late_success, 0);
-            for (uint64_t i = 0; i < 40; i++) {
-                acked += w[t].ok[i];
-                ck_assert_msg(check(db, w[t].first + i) == w[t].ok[i],
-                              "n %ld: write %llu %s, but %s after reopen", n,
-                              (unsigned long long)(w[t].first + i),
-                              w[t].ok[i] ? "acknowledged" : "refused",
-                              w[t].ok[i] ? "absent" : "present");
-            }
-        }
-        ck_assert_int_lt(acked, 320);
-        iqdb_close(db);
-    }
+    for (long n = 1; n < 40; n += 6)
+        ck_assert_int_lt(group_fault_round(IQDB_IO_OP_FSYNC, n, 1), 320);
 }
 END_TEST
 
-/* A frame write fails while eight writers share syncs: the writes queued
- * before it that a sync covered are acknowledged, the others refused,
- * and after a reopen exactly the acknowledged ones are there (a refused
- * write must not come back, an acknowledged one must not be lost). */
+/* A frame write fails: the writes queued before it that a sync covered
+ * are acknowledged, the others refused. */
 START_TEST(test_persist_group_commit_write_fault)
 {
-    for (long n = 5; n < 200; n += 7) {
-        teardown();
-        setup();
-        iqdb *db;
-        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
-        iqdb__io_fail_nth(IQDB_IO_OP_WRITE, n, EIO);
-        pthread_t th[8];
-        fctx w[8];
-        for (int i = 0; i < 8; i++) {
-            memset(&w[i], 0, sizeof w[i]);
-            w[i].db = db;
-            w[i].first = (uint64_t)i * 1000;
-            pthread_create(&th[i], NULL, fault_writer, &w[i]);
-        }
-        for (int i = 0; i < 8; i++)
-            pthread_join(th[i], NULL);
-        iqdb_close(db);
-        iqdb__io_reset();
-        ck_assert_int_eq(open_db(path("db"), NULL, &db), 0);
-        for (int t = 0; t < 8; t++) {
-            ck_assert_int_eq(w[t].late_success, 0);
-            for (uint64_t i = 0; i < 40; i++)
-                ck_assert_msg(check(db, w[t].first + i) == w[t].ok[i],
-                              "n %ld: write %llu %s, but %s after reopen", n,
-                              (unsigned long long)(w[t].first + i),
-                              w[t].ok[i] ? "acknowledged" : "refused",
-                              w[t].ok[i] ? "absent" : "present");
-        }
-        iqdb_close(db);
-    }
+    for (long n = 5; n < 200; n += 7)
+        group_fault_round(IQDB_IO_OP_WRITE, n, 0);
 }
 END_TEST
 
@@ -2166,15 +2196,7 @@ START_TEST(test_persist_vectors_mapped)
     /* One flipped byte inside the first mapped chunk. */
     size_t n;
     unsigned char *b = slurp(snap, &n);
-    uint64_t voff = 0;
-    for (uint32_t e = 0; e < 16; e++) {
-        const unsigned char *ent = b + 128 + e * 48;
-        if (ent[0] == 6) { /* IQDB_SEC_VECTORS */
-            for (int k = 7; k >= 0; k--)
-                voff = voff << 8 | ent[8 + k];
-            break;
-        }
-    }
+    uint64_t voff = get_le64(sec_entry(b, 6) + 8); /* IQDB_SEC_VECTORS */
     ck_assert_uint_gt(voff, 0);
     b[voff + 4096 + 5] ^= 0x10;
     spit(snap, b, n);
@@ -2276,20 +2298,6 @@ END_TEST
  * zeros of dead slots) reads back exact, iqdb_check decodes it, and a
  * block header that lies is caught even with every checksum made to
  * match. */
-static void put_le32(unsigned char *p, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        p[k] = (unsigned char)(v >> (8 * k));
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int k = 7; k >= 0; k--)
-        v = v << 8 | p[k];
-    return v;
-}
-
 /* A crafted header claiming 2^40 slots, its checksum made good: refused
  * as corrupt before anything is sized by the claim (the vector section,
  * raw or in compressed blocks, cannot back it). */
@@ -2300,12 +2308,8 @@ static void huge_limit(const char *codec)
     snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
     size_t n;
     unsigned char *b = slurp(snap, &n);
-    uint64_t limit = (uint64_t)1 << 40;
-    for (int k = 0; k < 8; k++)
-        b[32 + k] = (unsigned char)(limit >> (8 * k));
-    uint32_t crc = iqdb__crc32c(0, b, 124);
-    for (int k = 0; k < 4; k++)
-        b[124 + k] = (unsigned char)(crc >> (8 * k));
+    put_le64(b + 32, (uint64_t)1 << 40);
+    fix_header(b);
     spit(snap, b, n);
     free(b);
     iqdb *db;
@@ -2325,12 +2329,8 @@ static void huge_last_seq(void)
     snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
     size_t n;
     unsigned char *b = slurp(snap, &n);
-    uint64_t seq = UINT64_MAX >> 1;
-    for (int k = 0; k < 8; k++)
-        b[64 + k] = (unsigned char)(seq >> (8 * k));
-    uint32_t crc = iqdb__crc32c(0, b, 124);
-    for (int k = 0; k < 4; k++)
-        b[124 + k] = (unsigned char)(crc >> (8 * k));
+    put_le64(b + 64, UINT64_MAX >> 1);
+    fix_header(b);
     spit(snap, b, n);
     free(b);
     iqdb *db;
@@ -2352,18 +2352,10 @@ static void huge_raw_claim(void)
     snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
     size_t n;
     unsigned char *b = slurp(snap, &n);
-    uint32_t nsec = (uint32_t)b[52];
-    unsigned char *ent = NULL;
-    for (uint32_t e = 0; e < nsec && ent == NULL; e++) {
-        unsigned char *x = b + 128 + e * 48;
-        if (x[0] == 5 && x[4] != 0) /* META, compressed */
-            ent = x;
-    }
-    ck_assert_ptr_nonnull(ent);
-    uint64_t raw = (uint64_t)1 << 40;
-    for (int k = 0; k < 8; k++)
-        ent[24 + k] = (unsigned char)(raw >> (8 * k));
-    put_le32(b + 128 + nsec * 48, iqdb__crc32c(0, b + 128, nsec * 48));
+    unsigned char *ent = sec_entry(b, 5); /* META */
+    ck_assert_uint_ne(ent[4], 0);         /* compressed */
+    put_le64(ent + 24, (uint64_t)1 << 40);
+    fix_table(b);
     spit(snap, b, n);
     free(b);
     ck_assert_int_eq(open_db(path("db"), "zstd", &db), IQDB_ECORRUPT);
@@ -2411,17 +2403,9 @@ static void vectors_compressed(const char *codec)
     /* 2500 slots x 1 KiB of vectors, compressible: well under half. */
     ck_assert_msg(n < 2500 * MDIM * 4 / 2, "%s snapshot of %zu bytes", codec,
                   n);
-    uint64_t voff = 0, vlen = 0;
-    unsigned char *ent = NULL;
-    for (uint32_t e = 0; e < 16; e++) {
-        ent = orig + 128 + e * 48;
-        if (ent[0] == 6) { /* IQDB_SEC_VECTORS */
-            ck_assert_uint_ne(ent[4], 0); /* compressed */
-            voff = get_le64(ent + 8);
-            vlen = get_le64(ent + 16);
-            break;
-        }
-    }
+    unsigned char *ent = sec_entry(orig, 6); /* IQDB_SEC_VECTORS */
+    ck_assert_uint_ne(ent[4], 0);              /* compressed */
+    uint64_t voff = get_le64(ent + 8), vlen = get_le64(ent + 16);
     ck_assert_uint_gt(vlen, 0);
     ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
     ck_assert_ptr_null(db->store.arena.map);
@@ -2445,20 +2429,14 @@ static void vectors_compressed(const char *codec)
      * checksum and the table's recomputed: the framing check refuses it. */
     size_t nb;
     unsigned char *b = slurp(snap, &nb);
-    uint32_t nsec = (uint32_t)b[52];
-    for (uint32_t e = 0; e < nsec; e++) {
-        ent = b + 128 + e * 48;
-        if (ent[0] == 6)
-            break;
-    }
+    ent = sec_entry(b, 6);
     voff = get_le64(ent + 8);
     vlen = get_le64(ent + 16);
     unsigned char *blk = b + voff;
     uint32_t st = (uint32_t)blk[4] | (uint32_t)blk[5] << 8 |
                   (uint32_t)blk[6] << 16 | (uint32_t)blk[7] << 24;
     put_le32(blk + 4, st + 1);
-    put_le32(ent + 32, iqdb__crc32c(0, blk, (size_t)vlen));
-    put_le32(b + 128 + nsec * 48, iqdb__crc32c(0, b + 128, nsec * 48));
+    fix_section(b, ent);
     spit(snap, b, nb);
     ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
     ck_assert_msg(strstr(iqdb_errmsg(NULL), "vector") != NULL, "%s",
@@ -2530,17 +2508,9 @@ START_TEST(test_persist_compression_extremes)
     char snap[600];
     snprintf(snap, sizeof snap, "%s/snapshot", dir);
     size_t nb;
-    unsigned char *b = slurp(snap, &nb), *ent = NULL;
-    uint32_t nsec = (uint32_t)b[52];
-    for (uint32_t e = 0; e < nsec; e++) {
-        ent = b + 128 + e * 48;
-        if (ent[0] == 6)
-            break;
-    }
-    uint64_t voff = get_le64(ent + 8), vlen = get_le64(ent + 16);
-    put_le32(b + voff + 4, 1);
-    put_le32(ent + 32, iqdb__crc32c(0, b + voff, (size_t)vlen));
-    put_le32(b + 128 + nsec * 48, iqdb__crc32c(0, b + 128, nsec * 48));
+    unsigned char *b = slurp(snap, &nb), *ent = sec_entry(b, 6);
+    put_le32(b + get_le64(ent + 8) + 4, 1);
+    fix_section(b, ent);
     spit(snap, b, nb);
     free(b);
     ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);

@@ -729,9 +729,11 @@ static int pl_undo_sub(int fd, const struct pl_undo *u, size_t from,
     return 0;
 }
 
-/* File ranges that newer kept writes decided (pl_crash_inode). */
+/* File ranges [lo, hi) that newer kept writes decided (pl_crash_inode). */
 struct pl_kept {
-    off_t *lo, *hi;
+    struct pl_range {
+        off_t lo, hi;
+    } *r;
     size_t n, cap;
 };
 
@@ -739,18 +741,14 @@ static int pl_kept_add(struct pl_kept *k, off_t lo, off_t hi)
 {
     if (k->n == k->cap) {
         size_t cap = k->cap ? k->cap * 2 : 16;
-        off_t *l = realloc(k->lo, cap * sizeof *l);
-        if (l == NULL)
+        struct pl_range *r = realloc(k->r, cap * sizeof *r);
+        if (r == NULL)
             return -1;
-        k->lo = l;
-        off_t *h = realloc(k->hi, cap * sizeof *h);
-        if (h == NULL)
-            return -1;
-        k->hi = h;
+        k->r = r;
         k->cap = cap;
     }
-    k->lo[k->n] = lo;
-    k->hi[k->n++] = hi;
+    k->r[k->n].lo = lo;
+    k->r[k->n++].hi = hi;
     return 0;
 }
 
@@ -766,10 +764,9 @@ static int pl_undo_range(int fd, const struct pl_undo *u, size_t keep,
     size_t span = u->len - keep;
     unsigned char *cov = NULL;
     for (size_t i = 0; i < k->n; i++) {
-        off_t lo = k->lo[i] > u->off + (off_t)keep ? k->lo[i]
-                                                   : u->off + (off_t)keep;
-        off_t hi = k->hi[i] < u->off + (off_t)u->len ? k->hi[i]
-                                                     : u->off + (off_t)u->len;
+        off_t from = u->off + (off_t)keep, to = u->off + (off_t)u->len;
+        off_t lo = k->r[i].lo > from ? k->r[i].lo : from;
+        off_t hi = k->r[i].hi < to ? k->r[i].hi : to;
         if (lo >= hi)
             continue;
         if (cov == NULL && (cov = calloc(span, 1)) == NULL)
@@ -797,7 +794,7 @@ static int pl_crash_inode(struct pl_inode *ino, uint64_t *rng, int random)
 {
     off_t final = ino->base_size;
     struct pl_undo *list = ino->undo;
-    struct pl_kept kept = {NULL, NULL, 0, 0};
+    struct pl_kept kept = {NULL, 0, 0};
     ino->undo = NULL;
     int r = 0;
     for (struct pl_undo *u = list; u != NULL && r == 0; u = u->next) {
@@ -820,8 +817,7 @@ static int pl_crash_inode(struct pl_inode *ino, uint64_t *rng, int random)
         if (r == 0 && keep > 0)
             r = pl_kept_add(&kept, u->off, u->off + (off_t)keep);
     }
-    free(kept.lo);
-    free(kept.hi);
+    free(kept.r);
     pl_free_undo(list);
     if (r == 0)
         r = real_ftruncate(ino->fd, final);

@@ -989,7 +989,6 @@ static float *arena_dst(void *ctx, uint64_t slot)
     return iqdb__arena_at(ctx, slot);
 }
 
-/* packed: a compressed section's stored bytes, checked (vec_walk). */
 static float *scratch_at(void *ctx, uint64_t slot)
 {
     (void)slot;
@@ -1042,9 +1041,7 @@ int iqdb__snapshot_verify(iqdb_snapshot *sn, const iqdb_snap_section *s,
     } else {
         void *packed = NULL;
         r = read_stored(sn, s, &packed);
-        if (r == 0)
-            r = vec_walk(sn, s, codec, packed, NULL, NULL);
-        if (r == 0)
+        if (r == 0) /* every block decoded into the one scratch chunk */
             r = vec_walk(sn, s, codec, packed, scratch_at, buf);
         iqdb__free(packed);
     }
@@ -1052,19 +1049,15 @@ int iqdb__snapshot_verify(iqdb_snapshot *sn, const iqdb_snap_section *s,
     return r;
 }
 
-static int load_vectors(iqdb *db, iqdb_snapshot *sn, uint64_t mapped,
+/* The vector section s, its size checked by iqdb__snapshot_load; packed:
+ * a compressed section's stored bytes, checked (vec_walk). */
+static int load_vectors(iqdb *db, iqdb_snapshot *sn,
+                        const iqdb_snap_section *s, uint64_t mapped,
                         const iqdb_codec_ops *codec, const void *packed)
 {
-    const iqdb_snap_section *s = iqdb__snapshot_find(sn, IQDB_SEC_VECTORS);
     const iqdb_arena *a = &db->store.arena;
-    if (s == NULL)
-        return corrupt(NULL, sn->path, HDR_SIZE, "vector section missing");
     if (packed != NULL)
         return vec_walk(sn, s, codec, packed, arena_dst, (void *)a);
-    uint64_t want = sn->limit * a->stride * 4;
-    if (s->codec != 0 || s->raw != want)
-        return corrupt(NULL, sn->path, s->offset,
-                       "vector section size does not match the header");
     size_t per = (size_t)1 << a->chunk_shift;
     uint32_t crc = 0;
     uint64_t off = s->offset;
@@ -1311,7 +1304,7 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
         r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory for %llu records",
                             (unsigned long long)sn->count);
     if (r == 0)
-        r = load_vectors(db, sn, mapped, codec, packed);
+        r = load_vectors(db, sn, vs, mapped, codec, packed);
     iqdb__free(packed);
     if (r == 0)
         r = load_records(db, sn, codec, live);

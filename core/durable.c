@@ -220,6 +220,10 @@ static int replay_frame(void *arg, uint64_t seq, const void *payload,
 
 /* ---- open ------------------------------------------------------------------- */
 
+/* The codec the config names, with its level tried on a few bytes when
+ * the handle may write: a level the codec refuses would otherwise pass
+ * open (an empty database compresses nothing) and fail every compaction
+ * after, including the one at close. */
 static int open_codec(const iqdb_config *cfg, const iqdb_codec_ops **out)
 {
     *out = NULL;
@@ -229,6 +233,27 @@ static int open_codec(const iqdb_config *cfg, const iqdb_codec_ops **out)
     if (r != 0)
         return iqdb__set_error(NULL, r, "compression codec '%s': %s",
                                cfg->codec, iqdb__last_error());
+    if (cfg->readonly)
+        return 0;
+    static const unsigned char probe[64];
+    const iqdb_codec_ops *c = *out;
+    size_t cap = c->bound(sizeof probe), len = 0;
+    unsigned char *dst = cap ? iqdb__malloc(cap) : NULL;
+    if (dst == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    iqdb__set_error(NULL, 0, "%s", "");
+    r = c->compress(probe, sizeof probe, dst, cap, &len, cfg->level);
+    iqdb__free(dst);
+    if (r != 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s",
+                 iqdb__last_error()[0] ? iqdb__last_error()
+                                       : iqdb_strerror(r));
+        *out = NULL;
+        return iqdb__set_error(NULL, r < 0 ? r : IQDB_EINTERNAL,
+                               "compression codec '%s' refuses level %d: %s",
+                               cfg->codec, cfg->level, why);
+    }
     return 0;
 }
 
@@ -659,16 +684,14 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
          * was kept, past the dropped frames, and no wal.old. Otherwise a
          * crash now would replay the damage again and drop what was
          * written after this open with the rest of wal. */
-        if ((r = iqdb_flush(db)) != 0)
-            iqdb__retag_error(db, NULL);
-        else if ((r = iqdb__wal_reset(d->wal)) != 0)
-            iqdb__retag_error(d->wal, NULL);
-        if (r != 0) {
+        if ((r = iqdb_flush(db)) != 0) {
+            /* wal held only dropped frames: that flush emptied it. The
+             * flush's message is the one to report, not close's. */
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", iqdb_errmsg(db));
             iqdb_close(db);
-            return r;
+            return iqdb__set_error(NULL, r, "%s", msg);
         }
-        /* wal held only dropped frames: now it is empty. */
-        d->empty_wal_size = iqdb__wal_size(d->wal);
     }
     *out = db;
     return 0;
@@ -1118,11 +1141,22 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
         iqdb__wal_size(d->wal) <= d->empty_wal_size)
         return 0;
     compaction c;
+    int rotates = !d->old_live;
     int r = compact_begin(db, d, &c);
     if (r != 0)
         return r;
     r = compact_write(d, &c);
     compact_end(db, d, &c, r);
+    if (r == 0 && !rotates) {
+        /* Not rotated (wal.old was live), so wal still holds frames the
+         * snapshot now has, all of them (wmu held throughout): empty it,
+         * as a flush promises. A failure here loses nothing. */
+        if ((r = iqdb__wal_reset(d->wal)) != 0) {
+            iqdb__retag_error(d->wal, db);
+            return fail(d, r);
+        }
+        d->empty_wal_size = iqdb__wal_size(d->wal);
+    }
     return r;
 }
 
@@ -1161,6 +1195,17 @@ int iqdb__durable_close(iqdb *db)
     pthread_mutex_unlock(&d->wmu);
     if (!d->readonly && !d->failed && !d->stopped)
         r = iqdb_flush(db);
+    else if (!d->readonly) {
+        /* No final compaction on a handle that failed: say so, as a
+         * failed one would. */
+        int f = d->failed ? d->failed : d->stopped;
+        r = iqdb__set_error(db, f,
+                            "close: %s was not compacted: an earlier write "
+                            "failed (%s%s%s); every acknowledged write is "
+                            "in the log, which the next open replays",
+                            d->dir, iqdb_strerror(f),
+                            d->failmsg[0] ? ": " : "", d->failmsg);
+    }
     int c = iqdb__wal_close(d->wal);
     d->wal = NULL;
     if (r == 0 && c != 0 && !d->readonly) {

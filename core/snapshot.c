@@ -137,8 +137,19 @@ typedef struct writer {
     int err;      /* first error, status code */
     int err_no;   /* its errno */
     const char *what;
+    char detail[256]; /* the codec's message when compress failed */
     uint64_t flushed; /* bytes before this offset were written back */
 } writer;
+
+/* A compress failure r: keep the codec's own message. */
+static void w_codec_fail(writer *w, int r)
+{
+    if (w->err == 0) {
+        w->err = r;
+        w->what = "compress";
+        snprintf(w->detail, sizeof w->detail, "%s", iqdb__last_error());
+    }
+}
 
 static void w_fail(writer *w, int err_no, const char *what)
 {
@@ -221,9 +232,8 @@ static void w_section(writer *w, section *s, uint32_t type, const void *raw,
             return;
         }
         iqdb__free(dst);
-        if (r != 0 && w->err == 0) {
-            w->err = r;
-            w->what = "compress";
+        if (r != 0) {
+            w_codec_fail(w, r);
             return;
         }
     }
@@ -359,8 +369,7 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
             size_t out = 0;
             int r = codec->compress(src, raw, packed, cap, &out, j->level);
             if (r != 0) {
-                w->err = r;
-                w->what = "compress";
+                w_codec_fail(w, r);
                 break;
             }
             unsigned char bh[VBLOCK_HDR];
@@ -506,7 +515,7 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
     if (snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir) >= (int)sizeof tmp ||
         snprintf(final, sizeof final, "%s/snapshot", dir) >= (int)sizeof final)
         return iqdb__set_error(j->db, IQDB_EINVAL, "snapshot: path too long");
-    writer w = {-1, tmp, 0, 0, 0, NULL, 0};
+    writer w = {.fd = -1, .path = tmp};
     w.fd = io->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.fd < 0) {
         int e = errno;
@@ -546,8 +555,9 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
             io->unlink(tmp);
         return iqdb__set_error(j->db, w.err, "snapshot: %s of %s failed: %s",
                                w.what ? w.what : "write", tmp,
-                               w.err_no ? strerror(w.err_no)
-                                        : iqdb_strerror(w.err));
+                               w.err_no      ? strerror(w.err_no)
+                               : w.detail[0] ? w.detail
+                                             : iqdb_strerror(w.err));
     }
     return 0;
 }

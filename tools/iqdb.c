@@ -407,8 +407,12 @@ static int cmd_create(int argc, char **argv)
         const char *colon = strchr(comp, ':');
         size_t nl = colon ? (size_t)(colon - comp) : strlen(comp);
         uint64_t lv = 0;
+        /* Signed: zstd and lz4 take negative (fast) levels. The codec
+         * checks the range at open. */
+        int neg = colon && colon[1] == '-';
         if (nl == 0 || nl >= sizeof name ||
-            (colon && parse_u64("--compression level", colon + 1, 22, &lv)))
+            (colon && parse_u64("--compression level", colon + 1 + neg,
+                                1000000, &lv)))
         {
             cli_err("--compression: '%s' is not none, zstd[:LEVEL] or "
                     "lz4[:LEVEL]", comp);
@@ -416,7 +420,7 @@ static int cmd_create(int argc, char **argv)
         }
         memcpy(name, comp, nl);
         name[nl] = '\0';
-        level = (int)lv;
+        level = neg ? -(int)lv : (int)lv;
         iqdb_config_set_compression(cfg, name, level);
     }
     iqdb *db;

@@ -369,6 +369,56 @@ START_TEST(test_persist_recompress_and_readonly_tail)
 }
 END_TEST
 
+/* A level the codec refuses fails the open before anything is made or
+ * changed, with the codec's own message, rather than every compaction
+ * after it. */
+START_TEST(test_persist_bad_codec_level)
+{
+    static const struct {
+        const char *codec;
+        int level;
+    } bad[] = {{"lz4", 5}, {"zstd", 23}, {"zstd", -1000000}};
+    const char *dir = path("db");
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    iqdb *db;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+        ck_assert_int_eq(
+            iqdb_config_set_compression(c, bad[i].codec, bad[i].level), 0);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "out of range"));
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), bad[i].codec));
+        ck_assert_int_eq(access(dir, F_OK), -1); /* nothing created */
+        iqdb_config_free(c);
+    }
+    /* An existing database is left as it was, and still opens. */
+    ck_assert_int_eq(open_db(dir, "lz4", &db), 0);
+    for (uint64_t i = 0; i < 20; i++)
+        ck_assert_int_eq(put(db, i), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    size_t n1, n2;
+    unsigned char *before = slurp(snap, &n1);
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    ck_assert_int_eq(iqdb_config_set_compression(c, "lz4", 2), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
+    iqdb_config_free(c);
+    unsigned char *after = slurp(snap, &n2);
+    ck_assert(n1 == n2 && memcmp(before, after, n1) == 0);
+    free(before);
+    free(after);
+    /* Fast levels are levels too. */
+    c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    ck_assert_int_eq(iqdb_config_set_compression(c, "lz4", -8), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_config_free(c);
+    for (uint64_t i = 0; i < 20; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+}
+END_TEST
+
 /* ---- configuration and foreign directories ---------------------------- */
 
 START_TEST(test_persist_config_mismatch)
@@ -1448,7 +1498,10 @@ START_TEST(test_persist_bg_compaction_fails)
     free(after);
     ck_assert(!file_exists(dir, "snapshot.tmp"));
     ck_assert(file_exists(dir, "wal.old"));
-    iqdb_close(db);
+    /* Close does no final compaction and says so with the failure. */
+    ck_assert_int_eq(iqdb_close(db), IQDB_ENOSPC);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "not compacted"));
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "No space left"));
     /* check: the rotated-out log is a note, not damage. */
     finding_log f = {0, 0, 0};
     ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), 0);
@@ -1754,6 +1807,10 @@ static void flush_without_rotation(int policy)
         ck_assert_int_eq(put(db, i), 0);
     ck_assert_int_eq(iqdb_flush(db), 0);
     ck_assert(!file_exists(dir, "wal.old"));
+    /* And the log is empty, as a flush promises: a header only. */
+    iqdb_stats st;
+    ck_assert_int_eq(iqdb_stat(db, &st), 0);
+    ck_assert_uint_eq(st.wal_bytes, 40);
     ck_assert_int_eq(iqdb__io_powerloss_crash(0), 0);
     iqdb_close(db);
     iqdb__io_powerloss_end();
@@ -2678,6 +2735,7 @@ static Suite *persist_suite(void)
         {"index_saved_state", test_persist_index_saved_state},
         {"index_section", test_persist_index_section},
         {"recompress_and_readonly_tail", test_persist_recompress_and_readonly_tail},
+        {"bad_codec_level", test_persist_bad_codec_level},
         {"config_mismatch", test_persist_config_mismatch},
         {"foreign_directory_untouched", test_persist_foreign_directory_untouched},
         {"second_writer_refused", test_persist_second_writer_refused},

@@ -325,8 +325,12 @@ IQDB_API int iqdb_config_set_fsync(iqdb_config *cfg, iqdb_fsync policy,
                                    uint32_t period_ms);
 
 /* Compress snapshots with the codec plugin `codec` ("zstd", "lz4"; NULL or
- * "none" for none, the default) at `level` (0: the codec's default).
- * Checked at open: an unknown codec fails with IQDB_ENOPLUGIN. The
+ * "none" for none, the default) at `level` (0: the codec's default; zstd
+ * takes its negative fast levels to 22, lz4 -65537 to 1, -N meaning
+ * acceleration N). Checked at open: an unknown codec fails with
+ * IQDB_ENOPLUGIN, and a level the codec refuses with IQDB_EINVAL and the
+ * codec's message, before anything is created (a read-only open, which
+ * never compresses, checks only the codec). The
  * write-ahead log is never compressed; the snapshot's vectors are (in
  * blocks of about 1 MiB), so they are then read at open rather than
  * memory-mapped. The snapshot records its codec and
@@ -480,7 +484,10 @@ IQDB_API int iqdb_flush(iqdb *db);
  * other call on db may be running or follow. Results obtained from db
  * stay valid (they own their data). A durable database is compacted
  * first (as iqdb_flush); if that fails the handle is still freed, every
- * acknowledged write is still in the log, and the code is returned. */
+ * acknowledged write is still in the log, and the code is returned. A
+ * handle that refuses writes after a failure is not compacted, and close
+ * returns that failure's code (the log still holds every acknowledged
+ * write). */
 IQDB_API int iqdb_close(iqdb *db);
 
 /* Shape of an open database. */

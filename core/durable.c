@@ -186,6 +186,7 @@ typedef struct replay_ctx {
     uint64_t skip_upto; /* frames already in the snapshot or applied */
     int err;
     uint64_t applied;
+    const iqdb_wal *w; /* the log being replayed, for messages */
 } replay_ctx;
 
 static int replay_frame(void *arg, uint64_t seq, const void *payload,
@@ -200,9 +201,12 @@ static int replay_frame(void *arg, uint64_t seq, const void *payload,
     int r = iqdb__dec_batch(payload, len, c->db->dim, &bt, &why);
     if (r != 0) {
         /* The frame passed its checksum, so this is not a torn write. */
-        return c->err = iqdb__set_error(NULL, r == IQDB_ENOMEM ? r : IQDB_ECORRUPT,
-                                        "wal frame %llu: %s",
-                                        (unsigned long long)seq, why);
+        return c->err = iqdb__set_error(
+                   NULL, r == IQDB_ENOMEM ? r : IQDB_ECORRUPT,
+                   "%s: frame %llu at offset %llu has a good checksum but "
+                   "does not decode: %s",
+                   iqdb__wal_path(c->w), (unsigned long long)seq,
+                   (unsigned long long)iqdb__wal_frame_offset(c->w), why);
     }
     if (bt.op == IQDB_OP_UPSERT)
         r = iqdb__apply_upserts(c->db, bt.recs, bt.n);
@@ -459,6 +463,7 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
         return r;
     iqdb__wal_set_prealloc(w, 1);
     iqdb_wal_replay_info info;
+    c->w = w;
     r = iqdb__wal_replay(w, IQDB_WAL_REPLAY_SALVAGE, replay_frame, c, &info);
     if (r != 0) {
         if (c->err == 0)
@@ -536,16 +541,40 @@ static int wal_frame(void *arg, uint64_t seq, const void *payload,
 static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
                     uint64_t last_seq)
 {
-    replay_ctx c = {db, last_seq, 0, 0};
+    replay_ctx c = {db, last_seq, 0, 0, NULL};
     uint64_t next;
     int r = replay_old(d, cfg, &c, last_seq, &next);
     if (r != 0)
         return r;
+    /* No wal and no wal.old: fine for a database whose creation stopped
+     * before its log was made (the snapshot holds frame 0 only), but once
+     * the snapshot holds frames a log always followed it, so it was
+     * removed from outside, and with it whatever was written after. */
+    char wp[4096];
+    if (!d->old_found && last_seq > 0 &&
+        join(wp, sizeof wp, d->dir, IQDB_WAL_FILE) == 0 && !exists(wp)) {
+        if (cfg->strict_recovery)
+            return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                                   "%s is missing: the snapshot holds the "
+                                   "writes up to frame %llu, and any "
+                                   "acknowledged after it are lost (strict "
+                                   "recovery; an open without it goes on "
+                                   "from the snapshot)",
+                                   wp, (unsigned long long)last_seq);
+        d->recovery.damage = "the log file was missing";
+        d->recovery.acknowledged_damage = 1;
+        iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                          "%s is missing: going on from the snapshot "
+                          "(frame %llu); writes acknowledged after it, if "
+                          "any, are lost",
+                          wp, (unsigned long long)last_seq);
+    }
     iqdb_wal_options o = {cfg->fsync, cfg->period_ms ? cfg->period_ms : 100,
                           !cfg->readonly, cfg->readonly, next, NULL};
     r = iqdb__wal_open(d->dir, &o, &d->wal);
-    if (r == IQDB_ENOTFOUND && cfg->readonly && d->old_found) {
-        /* Rotated out, and the new log not created yet: nothing more. */
+    if (r == IQDB_ENOTFOUND && cfg->readonly) {
+        /* Rotated out and the new log not made yet, or no log at all (see
+         * above): nothing more to replay. */
         d->recovery.frames_replayed = c.applied;
         d->applied = next - 1;
         d->snap_seq = last_seq;
@@ -561,6 +590,7 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     iqdb_wal_replay_info info;
     unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
     wal_replay wr = {&c, next, d->old_damaged, 0, 0, 0};
+    c.w = d->wal;
     r = iqdb__wal_replay(d->wal, flags, wal_frame, &wr, &info);
     if (r != 0) {
         if (c.err == 0)
@@ -1263,7 +1293,7 @@ static void finding(check_ctx *c, const char *file, uint64_t off, int damage,
 /* Header, section table and every section's checksum and decoding.
  * Sets *dim when the header could be read. */
 static int check_snapshot_sections(check_ctx *c, const char *snap,
-                                   uint32_t *dim)
+                                   uint32_t *dim, uint64_t *last_seq)
 {
     iqdb_snapshot sn;
     int r = iqdb__snapshot_open(snap, &sn);
@@ -1274,6 +1304,7 @@ static int check_snapshot_sections(check_ctx *c, const char *snap,
     if (r != 0)
         return r;
     *dim = sn.dim;
+    *last_seq = sn.last_seq;
     const iqdb_codec_ops *codec = NULL;
     if (sn.codec_id != 0 &&
         (r = iqdb__find_codec(sn.codec, sn.codec_id, &codec)) != 0) {
@@ -1305,6 +1336,7 @@ typedef struct wal_check {
     uint32_t dim;
     uint64_t bad;
     const char *file;
+    const iqdb_wal *w;
 } wal_check;
 
 static int check_frame(void *arg, uint64_t seq, const void *payload,
@@ -1322,7 +1354,7 @@ static int check_frame(void *arg, uint64_t seq, const void *payload,
         char msg[256];
         snprintf(msg, sizeof msg, "frame %llu has a good checksum but "
                  "does not decode: %s", (unsigned long long)seq, why);
-        finding(w->c, w->file, 0, 1, msg);
+        finding(w->c, w->file, iqdb__wal_frame_offset(w->w), 1, msg);
         w->bad++;
         return 0;
     }
@@ -1333,14 +1365,28 @@ static int check_frame(void *arg, uint64_t seq, const void *payload,
 /* Every frame of one log file, read-only: checksums, sequence,
  * decoding. */
 static int check_wal(check_ctx *c, const char *dir, const char *file,
-                     uint32_t dim)
+                     uint32_t dim, uint64_t last_seq)
 {
     iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 1, file};
     iqdb_wal *w = NULL;
     int r = iqdb__wal_open(dir, &o, &w);
     if (r == IQDB_ENOTFOUND) {
-        finding(c, file, 0, 0, "no log file (the next writable open "
-                "creates it)");
+        char old[4096];
+        /* As open sees it: missing after frames is damage. */
+        if (strcmp(file, IQDB_WAL_FILE) == 0 && last_seq > 0 &&
+            !(join(old, sizeof old, dir, IQDB_WAL_OLD_FILE) == 0 &&
+              exists(old))) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "the log file is missing: the snapshot holds the "
+                     "writes up to frame %llu, and any acknowledged after "
+                     "it are lost",
+                     (unsigned long long)last_seq);
+            finding(c, file, 0, 1, msg);
+        } else {
+            finding(c, file, 0, 0, "no log file (the next writable open "
+                    "creates it)");
+        }
         return 0;
     }
     if (r == IQDB_ECORRUPT) {
@@ -1350,7 +1396,7 @@ static int check_wal(check_ctx *c, const char *dir, const char *file,
     if (r != 0)
         return r;
     iqdb__wal_set_prealloc(w, 1);
-    wal_check wc = {c, dim, 0, file};
+    wal_check wc = {c, dim, 0, file, w};
     iqdb_wal_replay_info info;
     r = iqdb__wal_replay(w, IQDB_WAL_REPLAY_SALVAGE, check_frame, &wc, &info);
     if (r == IQDB_ECORRUPT) {
@@ -1384,7 +1430,7 @@ static int check_old_wal(check_ctx *c, const char *dir, uint32_t dim)
             "a log rotated out by a compaction that did not finish (a "
             "crash or a failed snapshot write); open replays it, and the "
             "next compaction removes it");
-    return check_wal(c, dir, IQDB_WAL_OLD_FILE, dim);
+    return check_wal(c, dir, IQDB_WAL_OLD_FILE, dim, 0);
 }
 
 int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
@@ -1405,9 +1451,11 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
     if (r != 0)
         return r;
     uint32_t dim = 0;
-    if ((r = check_snapshot_sections(&c, snap, &dim)) != 0 ||
+    uint64_t last_seq = 0;
+    if ((r = check_snapshot_sections(&c, snap, &dim, &last_seq)) != 0 ||
         (r = check_old_wal(&c, path, dim)) != 0 ||
-        (r = check_wal(&c, path, IQDB_WAL_FILE, dim)) != 0 || c.damaged)
+        (r = check_wal(&c, path, IQDB_WAL_FILE, dim, last_seq)) != 0 ||
+        c.damaged)
         goto out;
     /* Every section reads back: now the structure, through a read-only
      * open (records, index state, log frames). */
@@ -1424,8 +1472,16 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
         r = iqdb_open(path, oc, &db);
     iqdb_config_free(oc);
     if (r == IQDB_ECORRUPT) {
-        const char *m = iqdb__last_error();
-        finding(&c, strstr(m, "wal") ? IQDB_WAL_FILE : "snapshot", 0, 1, m);
+        /* Messages name the file by its path in the directory. */
+        const char *m = iqdb__last_error(), *file = "snapshot";
+        char wp[4096], op[4096];
+        if (join(op, sizeof op, path, IQDB_WAL_OLD_FILE) == 0 &&
+            strstr(m, op) != NULL)
+            file = IQDB_WAL_OLD_FILE;
+        else if (join(wp, sizeof wp, path, IQDB_WAL_FILE) == 0 &&
+                 strstr(m, wp) != NULL && strstr(m, snap) == NULL)
+            file = IQDB_WAL_FILE;
+        finding(&c, file, 0, 1, m);
         r = 0;
         goto out;
     }

@@ -168,6 +168,8 @@ struct iqdb_wal {
 
     int fail_code; /* 0 while healthy */
     char fail_msg[256];
+
+    uint64_t frame_off; /* replay: the frame being delivered */
 };
 
 /* ---- little-endian fields ----------------------------------------------- */
@@ -835,6 +837,7 @@ static int replay_frames(iqdb_wal *w, struct reader *r,
         if (v == 0)
             return 0;
         if (fn != NULL) {
+            w->frame_off = *off;
             int cr = fn(arg, f.seq, f.payload, f.len);
             if (cr != 0)
                 return cr;
@@ -1280,6 +1283,16 @@ uint64_t iqdb__wal_size(iqdb_wal *w)
     uint64_t n = w->end;
     pthread_mutex_unlock(&w->mu);
     return n;
+}
+
+uint64_t iqdb__wal_frame_offset(const iqdb_wal *w)
+{
+    return w != NULL ? w->frame_off : 0;
+}
+
+const char *iqdb__wal_path(const iqdb_wal *w)
+{
+    return w != NULL ? w->path : "";
 }
 
 uint64_t iqdb__wal_synced_seq(iqdb_wal *w)

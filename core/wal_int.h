@@ -258,6 +258,13 @@ uint64_t iqdb__wal_size(iqdb_wal *w);
 /* The sequence number the next frame will get (0 for NULL). */
 uint64_t iqdb__wal_next_seq(iqdb_wal *w);
 
+/* During a replay, from inside its callback: the file offset of the frame
+ * being delivered (the start of its frame header). */
+uint64_t iqdb__wal_frame_offset(const iqdb_wal *w);
+
+/* The file's path, for messages. */
+const char *iqdb__wal_path(const iqdb_wal *w);
+
 /* The highest sequence number known durable (every frame up to it is on
  * stable storage); below the first frame's when none is. It stays valid
  * after a failure: a failed handle cuts back only what follows it. */

@@ -1462,6 +1462,166 @@ static void log_finding(void *ctx, const char *file, uint64_t off, int damage,
     f->old_note += !damage && strcmp(file, "wal.old") == 0;
 }
 
+/* What iqdb_check reported, in full: the first damage finding. */
+typedef struct finding_rec {
+    int damage, notes;
+    char file[32];
+    uint64_t off;
+    char msg[512];
+} finding_rec;
+
+static void rec_finding(void *ctx, const char *file, uint64_t off, int damage,
+                        const char *msg)
+{
+    finding_rec *f = ctx;
+    f->notes += !damage;
+    if (damage && f->damage++ == 0) {
+        snprintf(f->file, sizeof f->file, "%s", file);
+        f->off = off;
+        snprintf(f->msg, sizeof f->msg, "%s", msg);
+    }
+}
+
+/* A child writes records [from, to) and exits without closing: they stay
+ * as frames in wal. */
+static void leave_frames(const char *dir, uint64_t from, uint64_t to)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        iqdb *w;
+        if (open_db(dir, NULL, &w) != 0)
+            _exit(2);
+        for (uint64_t i = from; i < to; i++)
+            if (put(w, i) != 0)
+                _exit(3);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A frame whose checksums are good but whose payload does not decode is
+ * damage that names the file and the frame's offset, in iqdb_check and
+ * in the refused open. */
+START_TEST(test_persist_undecodable_frame)
+{
+    const char *dir = path("db");
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    leave_frames(dir, 0, 5);
+    char wp[600];
+    snprintf(wp, sizeof wp, "%s/wal", dir);
+    size_t n;
+    unsigned char *b = slurp(wp, &n);
+    /* Frame 3: past the 40-byte header and two frames. */
+    uint64_t off = 40;
+    for (int k = 0; k < 2; k++) {
+        uint32_t len = (uint32_t)get_le64(b + off + 4) & 0xffffffffu;
+        off += 32 + ((len + 7) & ~7u);
+    }
+    uint32_t len = (uint32_t)get_le64(b + off + 4) & 0xffffffffu;
+    ck_assert_uint_lt(off + 32 + len, n);
+    b[off + 32] = 0xee; /* no such operation */
+    uint32_t padded = (len + 7) & ~7u;
+    put_le32(b + off + 24, iqdb__crc32c(0, b + off + 32, padded));
+    unsigned char hc[36];
+    memcpy(hc, b + 16, 8); /* the file's salt */
+    memcpy(hc + 8, b + off, 28);
+    put_le32(b + off + 28, iqdb__crc32c(0, hc, sizeof hc));
+    spit(wp, b, n);
+    free(b);
+    finding_rec f;
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_eq(f.damage, 1);
+    ck_assert_str_eq(f.file, "wal");
+    ck_assert_uint_eq(f.off, off);
+    ck_assert_ptr_nonnull(strstr(f.msg, "frame 3"));
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_ECORRUPT);
+    char want[700];
+    snprintf(want, sizeof want, "%s: frame 3 at offset %llu", wp,
+             (unsigned long long)off);
+    ck_assert_msg(strstr(iqdb_errmsg(NULL), want) != NULL, "%s",
+                  iqdb_errmsg(NULL));
+}
+END_TEST
+
+/* A log removed from outside: a database whose snapshot holds frames
+ * always has one, so its absence is damage (writes after the snapshot
+ * are lost). Strict recovery refuses to open; otherwise open goes on
+ * from the snapshot and says so. A database whose creation stopped before
+ * its log was made has nothing to lose. */
+START_TEST(test_persist_wal_missing)
+{
+    const char *dir = path("db");
+    char wp[600];
+    snprintf(wp, sizeof wp, "%s/wal", dir);
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    /* Creation stopped before the log: a note only, and opens agree. */
+    ck_assert_int_eq(unlink(wp), 0);
+    finding_rec f;
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), 0);
+    ck_assert_int_eq(f.damage, 0);
+    ck_assert_int_eq(f.notes, 1);
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_readonly(c, 1);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_recovery rec;
+    iqdb_recovery_report(db, &rec);
+    ck_assert_ptr_null(rec.damage);
+    iqdb_close(db);
+    /* Now with frames in the snapshot. */
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    iqdb_recovery_report(db, &rec);
+    ck_assert_ptr_null(rec.damage);
+    for (uint64_t i = 0; i < 10; i++)
+        ck_assert_int_eq(put(db, i), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    leave_frames(dir, 10, 15);
+    ck_assert_int_eq(unlink(wp), 0);
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_eq(f.damage, 1);
+    ck_assert_str_eq(f.file, "wal");
+    ck_assert_ptr_nonnull(strstr(f.msg, "missing"));
+    iqdb_config *s = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_strict_recovery(s, 1);
+    ck_assert_int_eq(iqdb_open(dir, s, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "is missing"));
+    ck_assert(!file_exists(dir, "wal")); /* refused: nothing changed */
+    iqdb_config_free(s);
+    /* Read-only: the snapshot's records, nothing changed. */
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_recovery_report(db, &rec);
+    ck_assert_ptr_nonnull(rec.damage);
+    ck_assert_int_eq(rec.acknowledged_damage, 1);
+    ck_assert_uint_eq(iqdb_count(db), 10);
+    iqdb_close(db);
+    ck_assert(!file_exists(dir, "wal"));
+    /* Writable: goes on from the snapshot with a new log. */
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    iqdb_recovery_report(db, &rec);
+    ck_assert_ptr_nonnull(strstr(rec.damage, "missing"));
+    ck_assert_uint_eq(iqdb_count(db), 10);
+    for (uint64_t i = 0; i < 10; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    ck_assert_int_eq(check(db, 12), 0);
+    ck_assert_int_eq(put(db, 20), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    iqdb_recovery_report(db, &rec);
+    ck_assert_ptr_null(rec.damage);
+    ck_assert_uint_eq(iqdb_count(db), 11);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    iqdb_config_free(c);
+}
+END_TEST
+
 /* The snapshot write of an automatic compaction fails (a full disk): the
  * handle refuses writes with a message saying why, the old snapshot is
  * untouched, and a reopen has every acknowledged record from wal.old and
@@ -2736,6 +2896,8 @@ static Suite *persist_suite(void)
         {"index_section", test_persist_index_section},
         {"recompress_and_readonly_tail", test_persist_recompress_and_readonly_tail},
         {"bad_codec_level", test_persist_bad_codec_level},
+        {"undecodable_frame", test_persist_undecodable_frame},
+        {"wal_missing", test_persist_wal_missing},
         {"config_mismatch", test_persist_config_mismatch},
         {"foreign_directory_untouched", test_persist_foreign_directory_untouched},
         {"second_writer_refused", test_persist_second_writer_refused},

@@ -436,8 +436,9 @@ typedef struct iqdb_recovery {
                                   (corruption, not a torn write) */
     uint64_t damage_offset;    /* byte offset in the log where the cut was
                                   made (when bytes_truncated > 0) */
-    const char *damage;        /* why the frame there was rejected (static
-                                  string), NULL for a clean log */
+    const char *damage;        /* why the frame there was rejected, or
+                                  "the log file was missing" (static
+                                  strings), NULL for a clean log */
 } iqdb_recovery;
 
 /* Fill *out for db (all zero for in-memory databases). Returns 0 or

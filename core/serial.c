@@ -424,6 +424,9 @@ int iqdb__dec_batch(const void *p, size_t len, uint32_t want_dim,
     if (op == IQDB_OP_UPSERT && dim != want_dim)
         return *why = "batch dimension differs from the database's",
                IQDB_ECORRUPT;
+    if (op == IQDB_OP_DELETE && (dim != 0 || n != 1))
+        return *why = "a delete frame holds one id and dimension 0",
+               IQDB_ECORRUPT;
     /* The smallest record is 9 bytes (a u64 id): bound n by the bytes
      * left, and the vector block by n * dim * 4 <= bytes left. */
     size_t left = len - r.off;

@@ -619,8 +619,12 @@ static int parse_header(iqdb_snapshot *sn, const unsigned char *h,
     if (get32(h + 124) != iqdb__crc32c(0, h, 124))
         return corrupt(NULL, path, 124, "header checksum mismatch");
     uint32_t version = get32(h + 8);
+    /* Past the checksum, a higher version is a newer writer's file, not
+     * damage (as for the log). */
     if (version != IQDB_SNAPSHOT_VERSION)
-        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+        return iqdb__set_error(NULL,
+                               version > IQDB_SNAPSHOT_VERSION ? IQDB_ENOTSUP
+                                                               : IQDB_ECORRUPT,
                                "snapshot %s: format version %u, this "
                                "library reads version %u",
                                path, version, IQDB_SNAPSHOT_VERSION);

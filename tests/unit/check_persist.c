@@ -775,6 +775,38 @@ START_TEST(test_persist_snapshot_flips_lz4)
 }
 END_TEST
 
+/* An intact snapshot header with a higher format version is a newer
+ * library's file: IQDB_ENOTSUP, not damage; the file is left alone. */
+START_TEST(test_persist_newer_snapshot_version)
+{
+    const char *dir = path("db");
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(put(db, 1), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    put_le32(b + 8, 2);
+    fix_header(b);
+    spit(snap, b, n);
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "format version 2"));
+    ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), IQDB_ENOTSUP);
+    size_t n2;
+    unsigned char *after = slurp(snap, &n2);
+    ck_assert(n == n2 && memcmp(b, after, n) == 0);
+    free(after);
+    /* Version 0 never existed: damage. */
+    put_le32(b + 8, 0);
+    fix_header(b);
+    spit(snap, b, n);
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_ECORRUPT);
+    free(b);
+}
+END_TEST
+
 START_TEST(test_persist_non_database_files)
 {
     small_db(NULL);
@@ -2896,6 +2928,7 @@ static Suite *persist_suite(void)
         {"index_section", test_persist_index_section},
         {"recompress_and_readonly_tail", test_persist_recompress_and_readonly_tail},
         {"bad_codec_level", test_persist_bad_codec_level},
+        {"newer_snapshot_version", test_persist_newer_snapshot_version},
         {"undecodable_frame", test_persist_undecodable_frame},
         {"wal_missing", test_persist_wal_missing},
         {"config_mismatch", test_persist_config_mismatch},

@@ -152,6 +152,22 @@ START_TEST(test_serial_hostile_counts)
     iqdb__rd_init(&r, ooo, sizeof ooo);
     ck_assert_int_eq(iqdb__dec_meta(&r, &meta, &why), IQDB_ECORRUPT);
     ck_assert_str_eq(why, "metadata keys out of order");
+    /* A delete frame holds one id and dimension 0: what the writer
+     * makes decodes, two ids or a dimension do not. */
+    unsigned char del[] = {2, 0, 0, 0, 0, 1, 0, 0, 0,
+                           1, 7, 0, 0, 0, 0, 0, 0, 0,
+                           1, 8, 0, 0, 0, 0, 0, 0, 0};
+    ck_assert_int_eq(iqdb__dec_batch(del, 18, DIM, &bt, &why), 0);
+    ck_assert_uint_eq(bt.n, 1);
+    iqdb__batch_free(&bt);
+    del[5] = 2;
+    ck_assert_int_eq(iqdb__dec_batch(del, sizeof del, DIM, &bt, &why),
+                     IQDB_ECORRUPT);
+    ck_assert_str_eq(why, "a delete frame holds one id and dimension 0");
+    del[5] = 1;
+    del[1] = DIM;
+    ck_assert_int_eq(iqdb__dec_batch(del, 18, DIM, &bt, &why),
+                     IQDB_ECORRUPT);
     /* A NaN vector element. */
     float nanv[DIM] = {0, 0, NAN, 0, 0};
     iqdb_record rec = {iqdb_id_u64(1), nanv, NULL};

@@ -13,8 +13,9 @@
  *      concurrent writers share one fdatasync: group commit);
  *   3. under wmu: wait for s-1 to be applied, apply s, wake the others.
  *
- * So readers never see a write before it is durable, and the order in
- * memory is the order in the log.
+ * So under IQDB_FSYNC_ALWAYS readers never see a write before it is
+ * durable (under PERIODIC and NEVER step 2 is skipped: a write is applied
+ * once logged), and the order in memory is the order in the log.
  *
  * Compaction folds the log into a new snapshot in three steps:
  *

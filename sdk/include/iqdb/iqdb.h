@@ -314,8 +314,9 @@ typedef enum iqdb_fsync {
     /* A background thread syncs at most every period_ms milliseconds: a
      * power loss can take the writes of the last period. */
     IQDB_FSYNC_PERIODIC = 1,
-    /* Never sync except at flush and close: a power loss (not a process
-     * crash) can take any write since the last flush. */
+    /* Sync the log only when a compaction (automatic, flush or close)
+     * needs it: a power loss (not a process crash) can take any write
+     * since the last compaction. */
     IQDB_FSYNC_NEVER = 2
 } iqdb_fsync;
 
@@ -409,10 +410,14 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  *
  * Errors (message via iqdb_errmsg(NULL)): IQDB_EINVAL (bad argument, path
  * not a directory), IQDB_EEXIST (the directory holds something that is
- * not an iqdb database: it is left untouched), IQDB_ELOCKED (another
- * writer, in this or another process), IQDB_ECONFIG, IQDB_ECORRUPT (file
+ * not an iqdb database: it is left untouched, or a codec refuses the
+ * level), IQDB_ELOCKED (a writable open while another handle, writable or
+ * read-only, in this or another process holds the database; a read-only
+ * open while a writer does), IQDB_ECONFIG, IQDB_ECORRUPT (file
  * and offset), IQDB_ENOPLUGIN (index or codec plugin missing, named),
- * IQDB_ENOTSUP, IQDB_EIO, IQDB_ENOSPC, IQDB_ENOMEM, IQDB_ENOTFOUND
+ * IQDB_ENOTSUP (a snapshot or log written in a newer format version),
+ * IQDB_EREADONLY (the files may not be written: permissions, a read-only
+ * file system), IQDB_EIO, IQDB_ENOSPC, IQDB_ENOMEM, IQDB_ENOTFOUND
  * (read-only open of a missing database; a parent directory that does not
  * exist or is not a directory).
  *
@@ -468,7 +473,8 @@ typedef void (*iqdb_check_fn)(void *ctx, const char *file, uint64_t offset,
  * Returns 0 when nothing is damaged (notes may have been reported),
  * IQDB_ECORRUPT when damage was found, or the code of what prevented the
  * check (IQDB_ENOTFOUND: no database at path; IQDB_ELOCKED; IQDB_ENOPLUGIN
- * when a codec needed to read the snapshot is missing; IQDB_EIO;
+ * when a codec needed to read the snapshot or the index plugin is
+ * missing; IQDB_ENOTSUP for files of a newer format version; IQDB_EIO;
  * IQDB_ENOMEM), with the message via iqdb_errmsg(NULL).
  */
 IQDB_API int iqdb_check(const char *path, const iqdb_config *cfg,
@@ -476,8 +482,10 @@ IQDB_API int iqdb_check(const char *path, const iqdb_config *cfg,
 
 /* Fold the write-ahead log into a new snapshot (written to a temporary
  * file, synced, renamed over the old one, directory synced) and empty the
- * log. A no-op for in-memory databases. On failure the previous snapshot
- * and the log are intact and the handle refuses further writes. Returns 0
+ * log. A no-op for in-memory databases. On failure the log is intact, the
+ * previous snapshot too (unless only the directory sync failed, after the
+ * complete new one had replaced it), and the handle refuses further
+ * writes. Returns 0
  * or an error code. */
 IQDB_API int iqdb_flush(iqdb *db);
 
@@ -537,7 +545,11 @@ IQDB_API int iqdb_stat(iqdb *db, iqdb_stats *out);
  * leaving the database unchanged: IQDB_EINVAL (NULL db or vec),
  * IQDB_EEMPTY (dim 0), IQDB_EDIM, IQDB_ENONFINITE (NaN or +-Inf, the
  * message gives the index), IQDB_EID (empty or over-long byte id, bad
- * kind), IQDB_ENOMEM, or an index plugin's error. */
+ * kind), IQDB_ENOMEM, or an index plugin's error. A durable database
+ * adds: IQDB_EREADONLY (a read-only handle, or one that refuses writes
+ * after a failure, see iqdb_open), IQDB_EIO and IQDB_ENOSPC (the log
+ * could not be written or synced; the write was not acknowledged), and
+ * IQDB_ERANGE (the write, one log frame, would pass 1 GiB encoded). */
 IQDB_API int iqdb_upsert(iqdb *db, iqdb_id id, const float *vec, uint32_t dim,
                          const iqdb_meta *meta);
 
@@ -551,7 +563,10 @@ typedef struct iqdb_record {
 /* Upsert n records, all or nothing: if any record is invalid or any step
  * fails, the database is left exactly as before and the message names the
  * failing record's index. Records are applied in order, so when an id
- * repeats within the batch the last one wins. n == 0 is a no-op. */
+ * repeats within the batch the last one wins. n == 0 is a no-op. Errors
+ * as iqdb_upsert; in a durable database a batch is one log frame, at most
+ * 1 GiB encoded (about 340,000 records of 784 floats): a larger one is
+ * IQDB_ERANGE, to be split by the caller. */
 IQDB_API int iqdb_upsert_batch(iqdb *db, const iqdb_record *recs, size_t n,
                                uint32_t dim);
 
@@ -565,7 +580,9 @@ IQDB_API int iqdb_get(iqdb *db, iqdb_id id, float *vec_out, uint32_t dim,
 
 /* Delete record id. Idempotent: returns 0 whether or not it was present
  * and, when was_present is not NULL, sets it to 1 or 0. Errors: IQDB_EID,
- * IQDB_EINVAL, or an index plugin's error (the record then stays). */
+ * IQDB_EINVAL, or an index plugin's error (the record then stays); in a
+ * durable database also IQDB_EREADONLY, IQDB_EIO and IQDB_ENOSPC, as for
+ * iqdb_upsert. */
 IQDB_API int iqdb_delete(iqdb *db, iqdb_id id, int *was_present);
 
 /* Called by iqdb_foreach() for each record. rec and everything it points

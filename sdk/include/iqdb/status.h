@@ -38,7 +38,7 @@ extern "C" {
     XX(ENOTSUP, -16, "operation not supported")                              \
     XX(EIO, -17, "input/output error")                                       \
     XX(ECORRUPT, -18, "corrupt or truncated data")                           \
-    XX(ELOCKED, -19, "database is locked by another writer")                 \
+    XX(ELOCKED, -19, "database is locked by another handle")                 \
     XX(ECONFIG, -20, "configuration does not match the stored database")     \
     XX(EREADONLY, -21, "database is read-only or refuses writes")            \
     XX(ENOSPC, -22, "no space left on device")                               \

@@ -117,17 +117,56 @@ static int copy_params(iqdb *db, const iqdb_config *cfg)
     return 0;
 }
 
-static int create_index(iqdb *db, const iqdb_config *cfg)
+/* What an index instance of db is created with: the construction
+ * parameters, none for flat standing in for an absent plugin. */
+static iqdb_index_init index_init(iqdb *db)
+{
+    iqdb_index_init init = {IQDB_ABI_VERSION,
+                            sizeof init,
+                            iqdb__host(),
+                            db,
+                            &db->view,
+                            db->dim,
+                            db->metric,
+                            db->stands_in ? NULL : db->params,
+                            db->stands_in ? 0 : db->nparams};
+    return init;
+}
+
+/* The index plugin cfg names; when it is absent and cfg->stand_in allows,
+ * flat, which every installation has, searching exactly meanwhile. */
+static int find_index(iqdb *db, const iqdb_config *cfg)
 {
     int r = iqdb__find_index(cfg->index, cfg->dirs, cfg->ndirs, &db->ops);
+    if (r != IQDB_ENOPLUGIN || !cfg->stand_in || cfg->index == NULL ||
+        strcmp(cfg->index, "flat") == 0)
+        return r;
+    char why[512];
+    snprintf(why, sizeof why, "%s", iqdb__last_error());
+    if (iqdb__find_index("flat", cfg->dirs, cfg->ndirs, &db->ops) != 0)
+        return iqdb__set_error(NULL, IQDB_ENOPLUGIN,
+                               "%s (and the flat index, which would stand "
+                               "in for it, is missing too)",
+                               why);
+    if ((db->stands_in = iqdb__strdup(cfg->index)) == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    iqdb__host()->log(IQDB_LOG_WARN, NULL,
+                      "%s: the flat index stands in, searching exactly, "
+                      "until the plugin is installed; the database keeps "
+                      "its index type '%s' and parameters",
+                      why, cfg->index);
+    return 0;
+}
+
+static int create_index(iqdb *db, const iqdb_config *cfg)
+{
+    int r = find_index(db, cfg);
     if (r != 0)
         return r;
     db->view = (iqdb_store_view){IQDB_ABI_VERSION, sizeof db->view, db,
                                  db->dim,          db->metric,      view_vector,
                                  view_layout,      view_order};
-    iqdb_index_init init = {IQDB_ABI_VERSION, sizeof init, iqdb__host(),
-                            db,               &db->view,   db->dim,
-                            db->metric,       db->params,  db->nparams};
+    iqdb_index_init init = index_init(db);
     r = db->ops->create(&init, &db->index);
     if (r != 0) {
         /* The plugin's message was tagged with db; open errors go on NULL. */
@@ -176,6 +215,7 @@ int iqdb__db_new(const iqdb_config *cfg, iqdb **out)
 fail:
     iqdb__kv_free(db->params, db->nparams);
     iqdb__free(db->params_text);
+    iqdb__free(db->stands_in);
     iqdb__store_destroy(&db->store);
     pthread_rwlock_destroy(&db->lock);
     iqdb__free(db);
@@ -193,6 +233,7 @@ int iqdb_close(iqdb *db)
         db->ops->destroy(db->index);
     iqdb__kv_free(db->params, db->nparams);
     iqdb__free(db->params_text);
+    iqdb__free(db->stands_in);
     iqdb__store_destroy(&db->store);
     pthread_rwlock_destroy(&db->lock);
     iqdb__free(db);
@@ -233,7 +274,7 @@ int iqdb_stat(iqdb *db, iqdb_stats *out)
     out->dim = db->dim;
     out->metric = (iqdb_metric)db->metric;
     out->index = db->ops->name;
-    out->index_params = db->params_text;
+    out->index_params = db->stands_in ? "" : db->params_text;
     pthread_rwlock_rdlock(&db->lock);
     out->count = db->store.count;
     out->vector_bytes = iqdb__arena_memory(&db->store.arena);
@@ -400,9 +441,7 @@ static int index_remove(iqdb *db, const uint64_t *slots, size_t n,
     }
     for (size_t i = 0; i < nextra; i++)
         keep[nk++] = extra[i];
-    iqdb_index_init init = {IQDB_ABI_VERSION, sizeof init, iqdb__host(),
-                            db,               &db->view,   db->dim,
-                            db->metric,       db->params,  db->nparams};
+    iqdb_index_init init = index_init(db);
     void *fresh = NULL;
     int r = db->ops->create(&init, &fresh);
     if (r == 0 && nk > 0)

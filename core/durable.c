@@ -276,6 +276,9 @@ static int stored_config(const iqdb_snapshot *sn, const iqdb_config *cfg,
         iqdb_config_free(c);
         return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
     }
+    /* An absent index plugin: flat stands in when a rebuild is allowed
+     * (the index is rebuilt from the records either way). */
+    c->stand_in = cfg->rebuild;
     *out = c;
     return 0;
 }
@@ -1488,6 +1491,14 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
     }
     if (r != 0)
         goto out;
+    if (db->stands_in != NULL) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "index plugin '%s' is not installed: its saved state was "
+                 "not checked (an open lets the flat index stand in)",
+                 db->stands_in);
+        finding(&c, "snapshot", 0, 0, msg);
+    }
     /* The log's findings were reported by check_wal. */
     iqdb_close(db);
 out:

@@ -226,6 +226,9 @@ struct iqdb_config {
     int rebuild;
     int strict_recovery;
     uint64_t compact_bytes;
+    /* internal: opening a stored database whose index plugin may be
+     * absent, with a rebuild allowed: let flat stand in (db.c) */
+    int stand_in;
 };
 
 struct iqdb_params {
@@ -253,6 +256,10 @@ struct iqdb {
     iqdb_kv *params; /* construction parameters, owned */
     size_t nparams;
     char *params_text; /* the same as "k=v,k=v" (iqdb_stat) */
+    /* The stored index type when its plugin is absent and the flat index
+     * stands in for it (exact searches; params are the stored type's,
+     * kept for the snapshot, not given to flat); NULL normally. */
+    char *stands_in;
     struct iqdb_durable *dur; /* NULL for in-memory databases */
 };
 

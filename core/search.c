@@ -202,8 +202,10 @@ static int run_index(iqdb *db, const plan *p, const iqdb_params *params,
         args[q].query = queries + q * db->dim;
         args[q].k = k;
         args[q].filter = p->bits || p->lazy ? &p->arg : NULL;
-        args[q].params = params ? params->kv : NULL;
-        args[q].nparams = params ? params->n : 0;
+        /* Flat standing in for an absent plugin takes none of its
+         * search parameters. */
+        args[q].params = params && !db->stands_in ? params->kv : NULL;
+        args[q].nparams = params && !db->stands_in ? params->n : 0;
         args[q].out = nb + q * k;
     }
     int r = 0;

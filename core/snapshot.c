@@ -244,9 +244,11 @@ static void w_section(writer *w, section *s, uint32_t type, const void *raw,
 static void enc_config(iqdb_buf *b, const iqdb *db, const char *codec_name,
                        int level)
 {
-    size_t nl = strlen(db->ops->name);
+    /* The stored type, also while flat stands in for its plugin. */
+    const char *name = db->stands_in ? db->stands_in : db->ops->name;
+    size_t nl = strlen(name);
     iqdb__buf_u16(b, (uint16_t)nl);
-    iqdb__buf_put(b, db->ops->name, nl);
+    iqdb__buf_put(b, name, nl);
     iqdb__buf_u32(b, (uint32_t)db->nparams);
     for (size_t i = 0; i < db->nparams; i++) {
         size_t kl = strlen(db->params[i].key), vl = strlen(db->params[i].value);
@@ -484,7 +486,8 @@ int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
     }
     enc_config(&j->cfg, db, codec ? codec->name : NULL, level);
     enc_records(s, &j->ids, &j->ord, &j->meta);
-    if (db->ops->save != NULL && (db->ops->caps & IQDB_CAP_PERSIST)) {
+    if (db->ops->save != NULL && (db->ops->caps & IQDB_CAP_PERSIST) &&
+        db->stands_in == NULL) {
         iqdb_writer iw = {sizeof iw, &j->idx, index_write_cb};
         int r = db->ops->save(db->index, &iw);
         if (r != 0) {
@@ -1131,8 +1134,8 @@ static int load_index(iqdb *db, iqdb_snapshot *sn, const iqdb_codec_ops *codec,
                       int allow_rebuild)
 {
     const iqdb_snap_section *s = iqdb__snapshot_find(sn, IQDB_SEC_INDEX);
-    if (s == NULL)
-        return rebuild_index(db); /* the index never saved itself */
+    if (s == NULL || db->stands_in != NULL)
+        return rebuild_index(db); /* never saved, or not flat's state */
     int can = db->ops->load != NULL && (db->ops->caps & IQDB_CAP_PERSIST) &&
               s->aux <= db->ops->format_version;
     if (!can) {

@@ -225,7 +225,8 @@ START_TEST(test_persist_index_saved_state)
 END_TEST
 
 /* The index section: loaded when the plugin reads its format, rebuilt
- * when the saved format is newer (if allowed), refused otherwise. Each
+ * when the saved format is newer (if allowed), refused otherwise; with
+ * the plugin absent, flat stands in (if a rebuild is allowed). Each
  * step runs in its own process, as plugins stay loaded once loaded. */
 static int saver_loads(void)
 {
@@ -236,9 +237,25 @@ static int saver_loads(void)
     return fn ? fn() : -1;
 }
 
+typedef struct finding_log_t {
+    int notes, damage;
+} finding_log_t;
+
+static void count_findings(void *ctx, const char *file, uint64_t off,
+                           int damage, const char *msg)
+{
+    finding_log_t *f = ctx;
+    (void)file;
+    (void)off;
+    (void)msg;
+    f->damage += damage;
+    f->notes += !damage;
+}
+
 static int saver_step(int step)
 {
-    iqdb_plugin_add_dir(getenv("IQDB_FIXTURE_DIR"));
+    if (step != 3) /* step 3: the plugin is not installed */
+        iqdb_plugin_add_dir(getenv("IQDB_FIXTURE_DIR"));
     iqdb_config *c = conf(NULL, IQDB_FSYNC_NEVER);
     iqdb_config_set_index(c, "saver");
     iqdb *db;
@@ -255,6 +272,55 @@ static int saver_step(int step)
         if ((r = iqdb_open(path("db"), c, &db)) != 0)
             return 20;
         r = iqdb_count(db) == 19 && saver_loads() == 1 ? 0 : 21;
+        iqdb_close(db);
+        return r;
+    }
+    if (step == 3) {
+        /* The plugin is absent: refused without a rebuild; with one, flat
+         * stands in (exact searches, the saver's search parameters
+         * ignored) and writes go on, the stored index type kept. */
+        iqdb_config_set_rebuild(c, 0);
+        r = iqdb_open(path("db"), c, &db);
+        if (r != IQDB_ENOPLUGIN || strstr(iqdb_errmsg(NULL), "saver") == NULL)
+            return 40;
+        iqdb_config_set_rebuild(c, 1);
+        if (iqdb_open(path("db"), c, &db) != 0)
+            return 41;
+        if (strcmp(iqdb_index_name(db), "flat") != 0 || iqdb_count(db) != 19)
+            return 42;
+        iqdb_close(db);
+        /* check says so, as a note. */
+        finding_log_t fl = {0, 0};
+        if (iqdb_check(path("db"), NULL, count_findings, &fl) != 0 ||
+            fl.damage != 0 || fl.notes != 1)
+            return 46;
+        if (iqdb_open(path("db"), c, &db) != 0)
+            return 47;
+        iqdb_params *sp = iqdb_params_new();
+        iqdb_params_set(sp, "saver_only", "1");
+        float q[DIM] = {0};
+        iqdb_results *res;
+        r = iqdb_search(db, q, DIM, 1, NULL, sp, &res) != 0 ||
+                    iqdb_results_hits(res, 0)[0].id.v.u64 != 0
+                ? 43
+                : 0;
+        iqdb_params_free(sp);
+        if (r == 0)
+            iqdb_results_free(res);
+        if (r == 0 && (put(db, 100) != 0 || iqdb_flush(db) != 0))
+            r = 44;
+        if (iqdb_close(db) != 0 && r == 0)
+            r = 45;
+        return r;
+    }
+    if (step == 4) { /* installed again: its index, rebuilt */
+        if (iqdb_open(path("db"), c, &db) != 0)
+            return 50;
+        r = strcmp(iqdb_index_name(db), "saver") == 0 &&
+                    iqdb_count(db) == 20 && check(db, 100) &&
+                    saver_loads() == 0
+                ? 0
+                : 51;
         iqdb_close(db);
         return r;
     }
@@ -282,7 +348,7 @@ static int saver_step(int step)
 
 START_TEST(test_persist_index_section)
 {
-    for (int step = 0; step < 3; step++) {
+    for (int step = 0; step < 5; step++) {
         pid_t pid = fork();
         if (pid == 0)
             _exit(saver_step(step));

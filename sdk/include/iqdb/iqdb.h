@@ -349,7 +349,14 @@ IQDB_API int iqdb_config_set_readonly(iqdb_config *cfg, int readonly);
 /* Whether a reopen may rebuild the index from the stored records when the
  * saved index state cannot be loaded (its plugin cannot load, or the
  * state's format is newer than the plugin). Default 1; with 0 such an open
- * fails with IQDB_ENOTSUP naming the plugin. */
+ * fails with IQDB_ENOTSUP naming the plugin. It also decides what happens
+ * when the stored index type's plugin is not installed: with 1 the flat
+ * index stands in (iqdb_index_name() and iqdb_stat() say "flat"; searches
+ * are exact and ignore search parameters; a warning is logged); the
+ * database keeps its index type and parameters, its next snapshot saves
+ * no index state, and once the plugin is installed again a reopen
+ * rebuilds that index. With 0 the open fails with IQDB_ENOPLUGIN naming
+ * the plugin. */
 IQDB_API int iqdb_config_set_rebuild(iqdb_config *cfg, int allow);
 
 /* How a reopen treats a damaged write-ahead log. By default (0) the log
@@ -414,7 +421,8 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * level), IQDB_ELOCKED (a writable open while another handle, writable or
  * read-only, in this or another process holds the database; a read-only
  * open while a writer does), IQDB_ECONFIG, IQDB_ECORRUPT (file
- * and offset), IQDB_ENOPLUGIN (index or codec plugin missing, named),
+ * and offset), IQDB_ENOPLUGIN (codec plugin missing, named; index plugin
+ * missing when rebuilding is not allowed, see iqdb_config_set_rebuild),
  * IQDB_ENOTSUP (a snapshot or log written in a newer format version),
  * IQDB_EREADONLY (the files may not be written: permissions, a read-only
  * file system), IQDB_EIO, IQDB_ENOSPC, IQDB_ENOMEM, IQDB_ENOTFOUND

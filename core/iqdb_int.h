@@ -200,6 +200,9 @@ const iqdb_host *iqdb__host(void);
 /* Find a registered index type, loading the module of the same name if
  * needed (extra_dirs searched first). Returns 0 and sets *ops, or an
  * error (message set on handle NULL). */
+/* Whether s can name a plugin: 1 to 64 of [A-Za-z0-9_-]. Names read
+ * from files must pass it: a name with a '/' is opened as a path. */
+int iqdb__plugin_name_valid(const char *s);
 int iqdb__find_index(const char *name, char *const *extra_dirs, size_t ndirs,
                      const iqdb_index_ops **ops);
 int iqdb__find_codec(const char *name, uint32_t id,

@@ -159,7 +159,7 @@ static entry *entry_by_name(iqdb_plugin_kind kind, const char *name)
     return NULL;
 }
 
-static int valid_name(const char *s)
+int iqdb__plugin_name_valid(const char *s)
 {
     if (s == NULL || s[0] == '\0' || strlen(s) > 64)
         return 0;
@@ -219,7 +219,7 @@ static int check_index_ops(const char *file, const iqdb_index_ops *ops)
     if ((r = check_table_size(file, "iqdb_index_ops", ops->struct_size,
                               IQDB__V1_SIZE(iqdb_index_ops, stats))) != 0)
         return r;
-    if (!valid_name(ops->name))
+    if (!iqdb__plugin_name_valid(ops->name))
         return iqdb__set_error(NULL, IQDB_EPLUGIN,
                                "plugin %s: index name missing or invalid "
                                "(letters, digits, '_' and '-', 1 to 64)",
@@ -257,7 +257,7 @@ static int check_codec_ops(const char *file, const iqdb_codec_ops *ops)
     if ((r = check_table_size(file, "iqdb_codec_ops", ops->struct_size,
                               IQDB__V1_SIZE(iqdb_codec_ops, decompress))) != 0)
         return r;
-    if (!valid_name(ops->name))
+    if (!iqdb__plugin_name_valid(ops->name))
         return iqdb__set_error(NULL, IQDB_EPLUGIN,
                                "plugin %s: codec name missing or invalid",
                                file);
@@ -323,7 +323,7 @@ static int check_descriptor(const char *file, const iqdb_module *d)
     if ((r = check_table_size(file, "iqdb_module", d->struct_size,
                               IQDB__V1_SIZE(iqdb_module, init))) != 0)
         return r;
-    if (!valid_name(d->name))
+    if (!iqdb__plugin_name_valid(d->name))
         return iqdb__set_error(NULL, IQDB_EPLUGIN,
                                "plugin %s: module name missing or invalid",
                                file);
@@ -480,7 +480,7 @@ static int load_locked(const char *name, char *const *extra, size_t nextra)
         return r;
     if (strchr(name, '/') != NULL)
         return open_module(name);
-    if (!valid_name(name))
+    if (!iqdb__plugin_name_valid(name))
         return iqdb__set_error(NULL, IQDB_EINVAL,
                                "plugin name '%s' is invalid", name);
     if (module_by_name(name) != NULL)

@@ -47,7 +47,9 @@
  *             name length + name (empty when raw); i32 codec level (0:
  *             the codec's default; always 0 when raw; absent in files
  *             written before it was added, meaning 0). Always raw, so the
- *             codec can be named before it is needed.
+ *             codec can be named before it is needed. Both names are
+ *             plugin names (1 to 64 of A-Z a-z 0-9 _ -), never paths:
+ *             anything else is damage.
  *     SLOTS   ceil(S/64) u64 words: the live bitmap
  *     IDS     N ids (serial.c encoding), live slots in slot order
  *     ORDER   N u64 insertion orders, same order
@@ -969,9 +971,13 @@ int iqdb__snapshot_config(iqdb_snapshot *sn)
     sn->level = (int32_t)level;
     if (bad == 0 && (rd.off != len || (codec[0] == '\0' && level != 0)))
         bad = -1;
-    if (bad == 0 && (name[0] == '\0' || strlen(name) >= sizeof sn->index ||
-                     strlen(codec) >= sizeof sn->codec))
-        bad = -1;
+    /* Names go to the plugin loader, which opens a name with a '/' as a
+     * path: only plugin names may come from a file, never paths. */
+    if (bad == 0 && (!iqdb__plugin_name_valid(name) ||
+                     strlen(name) >= sizeof sn->index ||
+                     strlen(codec) >= sizeof sn->codec ||
+                     (codec[0] != '\0' && !iqdb__plugin_name_valid(codec))))
+        bad = -3;
     if (bad == 0) {
         snprintf(sn->index, sizeof sn->index, "%s", name);
         snprintf(sn->codec, sizeof sn->codec, "%s", codec);
@@ -985,7 +991,9 @@ int iqdb__snapshot_config(iqdb_snapshot *sn)
         return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
     if (bad != 0)
         return corrupt(NULL, sn->path, sec_off(sn, IQDB_SEC_CONFIG),
-                       "bad configuration section");
+                       bad == -3 ? "an index or codec name that is not a "
+                                   "plugin name"
+                                 : "bad configuration section");
     return 0;
 }
 

@@ -841,6 +841,48 @@ START_TEST(test_persist_snapshot_flips_lz4)
 }
 END_TEST
 
+/* Names in a snapshot go to the plugin loader, which opens a name with
+ * a '/' as a path: a file that names "./ee" as its index or a path as its
+ * codec is damage, refused before any loading (else a crafted database
+ * would run code from a file of its choosing at open, even read-only). */
+START_TEST(test_persist_plugin_name_not_path)
+{
+    iqdb *db;
+    for (int which = 0; which < 2; which++) {
+        char dir[600], snap[700];
+        snprintf(dir, sizeof dir, "%s", path("db"));
+        snprintf(snap, sizeof snap, "%s/snapshot", dir);
+        ck_assert_int_eq(open_db(dir, which ? "zstd" : NULL, &db), 0);
+        ck_assert_int_eq(put(db, 1), 0);
+        ck_assert_int_eq(iqdb_close(db), 0);
+        size_t n;
+        unsigned char *b = slurp(snap, &n);
+        unsigned char *ent = sec_entry(b, 1); /* CONFIG */
+        ck_assert_uint_eq(get_le64(ent + 4) & 0xffffffffu, 0); /* raw */
+        unsigned char *cf = b + get_le64(ent + 8);
+        size_t len = (size_t)get_le64(ent + 16);
+        const char *from = which ? "zstd" : "flat";
+        const char *to = which ? "/tmp" : "./ee";
+        /* the index name, or the codec name after it and no params */
+        size_t at = which ? 2 + 4 + 4 + 2 : 2;
+        ck_assert_uint_lt(at + 4, len);
+        ck_assert_mem_eq(cf + at, from, 4);
+        memcpy(cf + at, to, 4);
+        fix_section(b, ent);
+        spit(snap, b, n);
+        free(b);
+        iqdb_config *c = iqdb_config_new(0, (iqdb_metric)0);
+        iqdb_config_set_readonly(c, 1);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "not a plugin name"));
+        iqdb_config_free(c);
+        ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), IQDB_ECORRUPT);
+        teardown();
+        setup();
+    }
+}
+END_TEST
+
 /* An intact snapshot header with a higher format version is a newer
  * library's file: IQDB_ENOTSUP, not damage; the file is left alone. */
 START_TEST(test_persist_newer_snapshot_version)
@@ -2994,6 +3036,7 @@ static Suite *persist_suite(void)
         {"index_section", test_persist_index_section},
         {"recompress_and_readonly_tail", test_persist_recompress_and_readonly_tail},
         {"bad_codec_level", test_persist_bad_codec_level},
+        {"plugin_name_not_path", test_persist_plugin_name_not_path},
         {"newer_snapshot_version", test_persist_newer_snapshot_version},
         {"undecodable_frame", test_persist_undecodable_frame},
         {"wal_missing", test_persist_wal_missing},

@@ -535,7 +535,9 @@ typedef struct iqdb_stats {
     int codec_level;           /* 0: the codec's default */
     uint64_t snapshot_bytes;   /* size of the snapshot file */
     uint64_t wal_bytes;        /* log in use: header and frames since the
-                                  last snapshot */
+                                  last snapshot, in "wal" (a "wal.old"
+                                  that a compaction is still folding, or
+                                  that a failure left, is not counted) */
     uint64_t wal_file_bytes;   /* size of the log file (it is preallocated,
                                   so it may be larger than wal_bytes) */
 } iqdb_stats;

@@ -427,10 +427,14 @@ int iqdb__dec_batch(const void *p, size_t len, uint32_t want_dim,
     if (op == IQDB_OP_DELETE && (dim != 0 || n != 1))
         return *why = "a delete frame holds one id and dimension 0",
                IQDB_ECORRUPT;
-    /* The smallest record is 9 bytes (a u64 id): bound n by the bytes
-     * left, and the vector block by n * dim * 4 <= bytes left. */
+    /* Bound n by the bytes left over the smallest record: an id takes 6
+     * bytes at least (a 1-byte string: kind, u32 length, the byte), an
+     * upsert adds its metadata flag and dim floats (dim is the
+     * database's, at most IQDB_MAX_DIM: no overflow). So records are
+     * allocated only as far as the frame's bytes could hold them. */
     size_t left = len - r.off;
-    if (n == 0 || n > left / 9)
+    size_t minrec = 6 + (op == IQDB_OP_UPSERT ? 1 + (size_t)dim * 4 : 0);
+    if (n == 0 || n > left / minrec)
         return *why = "record count out of range", IQDB_ECORRUPT;
     size_t vbytes = 0;
     if (op == IQDB_OP_UPSERT &&

@@ -1688,6 +1688,41 @@ START_TEST(test_persist_undecodable_frame)
 }
 END_TEST
 
+/* Deletes of short byte-string ids, left in the log by a process that
+ * exits without closing, replay (their frames are the smallest a write
+ * makes: a 1-byte id is a 6-byte record). */
+START_TEST(test_persist_short_id_delete_replays)
+{
+    const char *dir = path("db");
+    pid_t pid = fork();
+    if (pid == 0) {
+        iqdb *w;
+        float v[DIM] = {1, 2, 3, 4, 5, 6};
+        if (open_db(dir, NULL, &w) != 0)
+            _exit(2);
+        for (uint32_t l = 1; l <= 4; l++) {
+            if (iqdb_upsert(w, iqdb_id_bytes("abcd", l), v, DIM, NULL) != 0)
+                _exit(3);
+            if (l % 2 && iqdb_delete(w, iqdb_id_bytes("abcd", l), NULL) != 0)
+                _exit(4);
+        }
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), 0);
+    iqdb *db;
+    ck_assert_msg(open_db(dir, NULL, &db) == 0, "%s", iqdb_errmsg(NULL));
+    ck_assert_uint_eq(iqdb_count(db), 2);
+    for (uint32_t l = 1; l <= 4; l++)
+        ck_assert_int_eq(iqdb_get(db, iqdb_id_bytes("abcd", l), NULL, DIM,
+                                  NULL),
+                         l % 2 ? IQDB_ENOTFOUND : 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+}
+END_TEST
+
 /* A log removed from outside: a database whose snapshot holds frames
  * always has one, so its absence is damage (writes after the snapshot
  * are lost). Strict recovery refuses to open; otherwise open goes on
@@ -3036,6 +3071,7 @@ static Suite *persist_suite(void)
         {"index_section", test_persist_index_section},
         {"recompress_and_readonly_tail", test_persist_recompress_and_readonly_tail},
         {"bad_codec_level", test_persist_bad_codec_level},
+        {"short_id_delete_replays", test_persist_short_id_delete_replays},
         {"plugin_name_not_path", test_persist_plugin_name_not_path},
         {"newer_snapshot_version", test_persist_newer_snapshot_version},
         {"undecodable_frame", test_persist_undecodable_frame},

@@ -152,6 +152,19 @@ START_TEST(test_serial_hostile_counts)
     iqdb__rd_init(&r, ooo, sizeof ooo);
     ck_assert_int_eq(iqdb__dec_meta(&r, &meta, &why), IQDB_ECORRUPT);
     ck_assert_str_eq(why, "metadata keys out of order");
+    /* The delete of a 1-byte string id is a 6-byte record: it decodes
+     * (a bound on the record count once assumed 9 bytes at least, so
+     * replay refused the frame and the database could not be opened). */
+    for (uint32_t l = 1; l <= 9; l++) {
+        iqdb_buf d;
+        iqdb__buf_init(&d);
+        iqdb__enc_delete(&d, iqdb_id_bytes("abcdefghi", l));
+        ck_assert_int_eq(iqdb__dec_batch(d.p, d.len, DIM, &bt, &why), 0);
+        ck_assert_uint_eq(bt.n, 1);
+        ck_assert_uint_eq(bt.recs[0].id.len, l);
+        iqdb__batch_free(&bt);
+        iqdb__buf_free(&d);
+    }
     /* A delete frame holds one id and dimension 0: what the writer
      * makes decodes, two ids or a dimension do not. */
     unsigned char del[] = {2, 0, 0, 0, 0, 1, 0, 0, 0,

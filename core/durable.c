@@ -435,9 +435,12 @@ static void note_damage(iqdb_durable *d, const char *file,
                       (unsigned long long)info->valid_end,
                       info->damage ? info->damage : "torn write",
                       (unsigned long long)info->later_frames,
-                      info->later_durable ? " (the damaged frame had been "
-                                            "durable: corruption)"
-                                          : "");
+                      info->scan_cut ? " (the search for them was cut "
+                                       "short by overlapping frame headers: "
+                                       "treated as corruption)"
+                      : info->later_durable ? " (the damaged frame had been "
+                                              "durable: corruption)"
+                                            : "");
 }
 
 /* Replay "wal.old", the log a compaction rotated out, when it is there

@@ -706,10 +706,13 @@ struct frame {
 };
 
 /* Check the frame at off. expect is the required sequence number, or 0
- * for any (when scanning past damage). Returns 1 when good, 0 when not
- * (*why set), or an error code. */
+ * for any (when scanning past damage). budget (NULL: none) is how many
+ * more payload bytes may be checksummed: a frame whose payload would pass
+ * it is not checked (returns 2). Returns 1 when good, 0 when not (*why
+ * set), 2, or an error code. */
 static int frame_check(iqdb_wal *w, struct reader *r, uint64_t off,
-                       uint64_t expect, struct frame *f, const char **why)
+                       uint64_t expect, struct frame *f, const char **why,
+                       uint64_t *budget)
 {
     const unsigned char *h;
     if (r->size - off < FRAME_HDR) {
@@ -748,6 +751,11 @@ static int frame_check(iqdb_wal *w, struct reader *r, uint64_t off,
         *why = "incomplete frame payload";
         return 0;
     }
+    if (budget != NULL) {
+        if (padded > *budget)
+            return 2;
+        *budget -= padded;
+    }
     const unsigned char *all;
     rc = rd_get(w, r, off, FRAME_HDR + (size_t)padded, &all);
     if (rc != 0)
@@ -764,7 +772,17 @@ static int frame_check(iqdb_wal *w, struct reader *r, uint64_t off,
 
 /* Look past the damage at off for intact frames of this file (at 8-byte
  * steps: frames are 8-aligned). Fills the later_* counts; *proof gets the
- * first frame proving frame `expect` was durable. */
+ * first frame proving frame `expect` was durable.
+ *
+ * A candidate whose header checks out costs a checksum of the payload it
+ * claims. In a real log past real damage, candidates are the intact
+ * frames themselves (the scan jumps past each) and headers that check out
+ * by chance (the salt makes that a 2^-32 event), so the payloads summed
+ * stay within the file's size. A crafted file can stack headers that each
+ * claim the rest of the file, which would cost time quadratic in its size:
+ * so the scan checksums at most twice the file's size plus 1 MiB and, past
+ * that, stops and counts the damage as not provably torn (info->scan_cut;
+ * proof_seq 0), which is what strict recovery must refuse. */
 static int scan_after_damage(iqdb_wal *w, struct reader *r, uint64_t off,
                              uint64_t zeros_from, uint64_t expect,
                              iqdb_wal_replay_info *info, uint64_t *data_end,
@@ -772,12 +790,21 @@ static int scan_after_damage(iqdb_wal *w, struct reader *r, uint64_t off,
 {
     const char *why;
     struct frame f;
+    uint64_t budget = 2 * r->size + ((uint64_t)1 << 20);
     /* No frame starts in the zero tail (its marker would be zeros), but
      * one starting before it may end inside it (zero payload bytes). */
     for (uint64_t o = off + 8; o < zeros_from && o + FRAME_HDR <= r->size;) {
-        int v = frame_check(w, r, o, 0, &f, &why);
+        int v = frame_check(w, r, o, 0, &f, &why, &budget);
         if (v < 0)
             return v;
+        if (v == 2) {
+            info->scan_cut = o;
+            if (info->later_durable++ == 0) {
+                *proof_seq = 0;
+                *proof_off = o;
+            }
+            return 0;
+        }
         if (v == 1 && f.seq > expect) {
             info->later_frames++;
             if (o + f.size > *data_end)
@@ -831,7 +858,7 @@ static int replay_frames(iqdb_wal *w, struct reader *r,
     struct frame f;
     *why = NULL;
     while (*off < r->size) {
-        int v = frame_check(w, r, *off, *expect, &f, why);
+        int v = frame_check(w, r, *off, *expect, &f, why, NULL);
         if (v < 0)
             return v;
         if (v == 0)
@@ -906,6 +933,20 @@ int iqdb__wal_replay(iqdb_wal *w, unsigned flags, iqdb_wal_frame_fn fn,
             goto out;
         info->file_size = data_end;
         info->truncated_bytes = data_end - off;
+        if (info->later_durable > 0 && !(flags & IQDB_WAL_REPLAY_SALVAGE) &&
+            proof_seq == 0) {
+            rc = iqdb__set_error(
+                w, IQDB_ECORRUPT,
+                "WAL '%s': frame %llu at offset %llu is damaged (%s), and "
+                "the search for intact frames after it was cut short at "
+                "offset %llu (frame headers that each claim the rest of the "
+                "file: a crafted file?), so it cannot be shown to be a torn "
+                "write; the WAL is left as it is (replay with salvage to "
+                "drop everything from offset %llu)",
+                w->path, (unsigned long long)expect, (unsigned long long)off,
+                why, (unsigned long long)proof_off, (unsigned long long)off);
+            goto out;
+        }
         if (info->later_durable > 0 && !(flags & IQDB_WAL_REPLAY_SALVAGE)) {
             rc = iqdb__set_error(
                 w, IQDB_ECORRUPT,

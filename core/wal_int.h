@@ -136,7 +136,13 @@ typedef struct iqdb_wal_replay_info {
     uint64_t later_frames;    /* intact frames found after the damage (and
                                  discarded with it) */
     uint64_t later_durable;   /* of those, frames proving the damaged frame
-                                 had been made durable */
+                                 had been made durable (counting 1 when
+                                 scan_cut is set: not provably torn) */
+    uint64_t scan_cut;        /* non-zero: the scan after the damage
+                                 stopped at this offset, having spent its
+                                 checksum budget (twice the file plus 1 MiB)
+                                 on frame headers claiming overlapping
+                                 payloads, which only a crafted file has */
 } iqdb_wal_replay_info;
 
 /* Preallocation (off after open): when on, appends extend the file with

@@ -1063,6 +1063,71 @@ START_TEST(test_wal_hostile_lengths)
 }
 END_TEST
 
+/* Past damage, frame headers stacked back to back, each checking out and
+ * claiming a payload to the end of the file: checksumming every claim
+ * would take time quadratic in the file's size, so the scan stops at its
+ * budget and the damage is not taken for a torn write (strict replay
+ * refuses, salvage cuts it off as acknowledged damage). */
+START_TEST(test_wal_scan_budget)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *p = wal_path(d);
+    iqdb_wal *w = wal_new(d, IQDB_WAL_ALWAYS);
+    for (uint64_t id = 1; id <= 3; id++)
+        ck_assert_int_eq(append_id(w, id, NULL), 0);
+    close_trimmed(w, p);
+    size_t n;
+    unsigned char *img = file_get(p, &n);
+    unsigned char s8[8];
+    memcpy(s8, img + 16, 8);
+    /* 1 MiB of stacked headers after one byte of damage at n. */
+    size_t total = n + ((size_t)1 << 20);
+    unsigned char *f = calloc(total, 1);
+    memcpy(f, img, n);
+    f[n] = 0xee; /* the damage: a bad marker */
+    size_t stacked = 0;
+    for (size_t o = n + 8; o + FHDR <= total; o += FHDR, stacked++) {
+        unsigned char *h = f + o;
+        uint32_t mark = 0x52465149u;
+        uint32_t len = (uint32_t)(total - o - FHDR) & ~7u;
+        uint64_t seq = 5, dur = 3;
+        for (int i = 0; i < 4; i++) {
+            h[i] = (unsigned char)(mark >> (8 * i));
+            h[4 + i] = (unsigned char)(len >> (8 * i));
+        }
+        for (int i = 0; i < 8; i++) {
+            h[8 + i] = (unsigned char)(seq >> (8 * i));
+            h[16 + i] = (unsigned char)(dur >> (8 * i));
+        }
+        h[24] = 1; /* a payload checksum that never matches */
+        uint32_t hc = iqdb__crc32c(iqdb__crc32c(0, s8, 8), h, 28);
+        for (int i = 0; i < 4; i++)
+            h[28 + i] = (unsigned char)(hc >> (8 * i));
+    }
+    ck_assert_uint_gt(stacked, 30000);
+    file_put(p, f, total);
+    struct got g = {0};
+    iqdb_wal_replay_info info;
+    ck_assert_int_eq(reopen_replay(d, 0, &g, &info, NULL), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "cut short"));
+    ck_assert_uint_gt(info.scan_cut, n);
+    ck_assert_int_eq(file_size(p), (off_t)total); /* left as it is */
+    got_free(&g);
+    memset(&g, 0, sizeof g);
+    ck_assert_int_eq(reopen_replay(d, IQDB_WAL_REPLAY_SALVAGE, &g, &info,
+                                   NULL),
+                     0);
+    ck_assert_uint_eq(g.n, 3);
+    ck_assert_uint_eq(info.later_durable, 1);
+    ck_assert_int_eq(file_size(p), (off_t)n);
+    got_free(&g);
+    free(f);
+    free(img);
+    free(p);
+    rmtmp(d);
+}
+END_TEST
+
 /* ---- fault injection ---------------------------------------------------- */
 
 struct run {
@@ -1690,6 +1755,7 @@ static Suite *wal_suite(int prealloc)
         {"torn_tail_fills", test_wal_torn_tail_fills},
         {"bad_frame_policy", test_wal_bad_frame_followed_by_good_frames},
         {"hostile_lengths", test_wal_hostile_lengths},
+        {"scan_budget", test_wal_scan_budget},
         {"fault_write", test_wal_fault_write},
         {"fault_fsync", test_wal_fault_fsync},
         {"fault_rename", test_wal_fault_rename},

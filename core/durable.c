@@ -147,6 +147,28 @@ static uint64_t snapshot_size(const char *dir)
 
 /* An empty directory, or one holding only what a crashed creation can
  * leave behind, may become a new database. */
+/* dir/wal is a log holding nothing: its header and no byte more, as
+ * creation makes it (create_new). */
+static int is_empty_log(const char *dir)
+{
+    char p[4096];
+    unsigned char h[8];
+    struct stat st;
+    if (join(p, sizeof p, dir, IQDB_WAL_FILE) != 0 || stat(p, &st) != 0 ||
+        !S_ISREG(st.st_mode) || st.st_size != IQDB_WAL_HDR_SIZE)
+        return 0;
+    FILE *f = fopen(p, "rb");
+    if (f == NULL)
+        return 0;
+    int ok = fread(h, 1, sizeof h, f) == sizeof h &&
+             memcmp(h, "IQDBWAL", 8) == 0;
+    fclose(f);
+    return ok;
+}
+
+/* Whether dir holds nothing but what a creation that stopped early
+ * leaves: the lock file, temporary files, and an empty log (the log is
+ * made before the first snapshot). */
 static int dir_is_fresh(const char *dir, int *fresh)
 {
     DIR *d = opendir(dir);
@@ -158,7 +180,8 @@ static int dir_is_fresh(const char *dir, int *fresh)
         const char *n = de->d_name;
         if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 ||
             strcmp(n, "LOCK") == 0 || strcmp(n, "snapshot.tmp") == 0 ||
-            strcmp(n, IQDB_WAL_TMP_FILE) == 0)
+            strcmp(n, IQDB_WAL_TMP_FILE) == 0 ||
+            (strcmp(n, IQDB_WAL_FILE) == 0 && is_empty_log(dir)))
             continue;
         *fresh = 0;
     }
@@ -225,6 +248,30 @@ static int replay_frame(void *arg, uint64_t seq, const void *payload,
 
 /* ---- open ------------------------------------------------------------------- */
 
+/* Compress a few bytes with codec c at level: a level it refuses fails
+ * here, with its message, rather than in every compaction. */
+static int try_level(const iqdb_codec_ops *c, int level)
+{
+    static const unsigned char probe[64];
+    size_t cap = c->bound(sizeof probe), len = 0;
+    unsigned char *dst = cap ? iqdb__malloc(cap) : NULL;
+    if (dst == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    iqdb__set_error(NULL, 0, "%s", "");
+    int r = c->compress(probe, sizeof probe, dst, cap, &len, level);
+    iqdb__free(dst);
+    if (r != 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s",
+                 iqdb__last_error()[0] ? iqdb__last_error()
+                                       : iqdb_strerror(r));
+        return iqdb__set_error(NULL, r < 0 ? r : IQDB_EINTERNAL,
+                               "compression codec '%s' refuses level %d: %s",
+                               c->name, level, why);
+    }
+    return 0;
+}
+
 /* The codec the config names, with its level tried on a few bytes when
  * the handle may write: a level the codec refuses would otherwise pass
  * open (an empty database compresses nothing) and fail every compaction
@@ -240,26 +287,9 @@ static int open_codec(const iqdb_config *cfg, const iqdb_codec_ops **out)
                                cfg->codec, iqdb__last_error());
     if (cfg->readonly)
         return 0;
-    static const unsigned char probe[64];
-    const iqdb_codec_ops *c = *out;
-    size_t cap = c->bound(sizeof probe), len = 0;
-    unsigned char *dst = cap ? iqdb__malloc(cap) : NULL;
-    if (dst == NULL)
-        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
-    iqdb__set_error(NULL, 0, "%s", "");
-    r = c->compress(probe, sizeof probe, dst, cap, &len, cfg->level);
-    iqdb__free(dst);
-    if (r != 0) {
-        char why[256];
-        snprintf(why, sizeof why, "%s",
-                 iqdb__last_error()[0] ? iqdb__last_error()
-                                       : iqdb_strerror(r));
+    if ((r = try_level(*out, cfg->level)) != 0)
         *out = NULL;
-        return iqdb__set_error(NULL, r < 0 ? r : IQDB_EINTERNAL,
-                               "compression codec '%s' refuses level %d: %s",
-                               cfg->codec, cfg->level, why);
-    }
-    return 0;
+    return r;
 }
 
 /* A config describing the stored database, with the caller's plugin dirs. */
@@ -349,7 +379,24 @@ static int create_new(const char *dir, const iqdb_config *cfg,
     int r = iqdb__db_new(cfg, &db);
     if (r != 0)
         return r;
-    r = iqdb__snapshot_write(db, dir, codec, cfg->level, 0);
+    /* The log first (empty, synced, in place), then the snapshot that
+     * makes the directory a database: so a database's snapshot always
+     * has a log beside it, and one found without (and without wal.old)
+     * was removed from outside (open_wal). An empty log left by a
+     * creation that stopped before its snapshot is replaced. */
+    char wp[4096];
+    iqdb_wal *w = NULL;
+    iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 1, 0, 1, NULL};
+    if (join(wp, sizeof wp, dir, IQDB_WAL_FILE) != 0) {
+        r = iqdb__set_error(NULL, IQDB_EINVAL, "open: path too long");
+    } else if (iqdb__io()->unlink(wp) != 0 && errno != ENOENT) {
+        r = iqdb__set_error(NULL, iqdb__io_status(errno),
+                            "open: cannot replace %s: %s", wp,
+                            strerror(errno));
+    } else if ((r = iqdb__wal_open(dir, &o, &w)) == 0) {
+        iqdb__wal_close(w);
+        r = iqdb__snapshot_write(db, dir, codec, cfg->level, 0);
+    }
     if (r != 0) {
         iqdb__retag_error(db, NULL);
         iqdb_close(db);
@@ -553,13 +600,12 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     int r = replay_old(d, cfg, &c, last_seq, &next);
     if (r != 0)
         return r;
-    /* No wal and no wal.old: fine for a database whose creation stopped
-     * before its log was made (the snapshot holds frame 0 only), but once
-     * the snapshot holds frames a log always followed it, so it was
-     * removed from outside, and with it whatever was written after. */
+    /* No wal and no wal.old: creation makes the log before the first
+     * snapshot, and nothing removes it after, so it was removed from
+     * outside, and with it whatever was written after the snapshot. */
     char wp[4096];
-    if (!d->old_found && last_seq > 0 &&
-        join(wp, sizeof wp, d->dir, IQDB_WAL_FILE) == 0 && !exists(wp)) {
+    if (!d->old_found && join(wp, sizeof wp, d->dir, IQDB_WAL_FILE) == 0 &&
+        !exists(wp)) {
         if (cfg->strict_recovery)
             return iqdb__set_error(NULL, IQDB_ECORRUPT,
                                    "%s is missing: the snapshot holds the "
@@ -568,6 +614,7 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
                                    "recovery; an open without it goes on "
                                    "from the snapshot)",
                                    wp, (unsigned long long)last_seq);
+        /* (frame 0: the snapshot made at creation, no write yet) */
         d->recovery.damage = "the log file was missing";
         d->recovery.acknowledged_damage = 1;
         iqdb__host()->log(IQDB_LOG_WARN, NULL,
@@ -700,6 +747,11 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     if (!is_new && cfg->dim == 0 && !cfg->codec_set) {
         d->codec = codec = stored_codec;
         d->level = snap_level;
+        /* The stored level, tried as a configured one is: the codec
+         * installed now may take another range. */
+        if (codec != NULL && !cfg->readonly &&
+            (r = try_level(codec, snap_level)) != 0)
+            goto fail;
     }
     if ((r = open_wal(db, d, cfg, last_seq)) != 0)
         goto fail;
@@ -707,7 +759,8 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
      * with nothing written has nothing to do. Otherwise the next flush or
      * close rewrites it. */
     d->snap_current = snap_codec == (codec ? codec->id : 0) &&
-                      (codec == NULL || snap_level == d->level);
+                      (codec == NULL || snap_level == d->level) &&
+                      !db->index_unsaved;
     d->snap_bytes = snapshot_size(path);
     if (d->old_stale && !cfg->readonly) {
         /* A finished compaction's leftover; harmless if this fails. */
@@ -1237,8 +1290,8 @@ int iqdb__durable_close(iqdb *db)
          * failed one would. */
         int f = d->failed ? d->failed : d->stopped;
         r = iqdb__set_error(db, f,
-                            "close: %s was not compacted: an earlier write "
-                            "failed (%s%s%s); every acknowledged write is "
+                            "close: %s was not compacted after an earlier "
+                            "failure (%s%s%s); every acknowledged write is "
                             "in the log, which the next open replays",
                             d->dir, iqdb_strerror(f),
                             d->failmsg[0] ? ": " : "", d->failmsg);
@@ -1379,8 +1432,8 @@ static int check_wal(check_ctx *c, const char *dir, const char *file,
     int r = iqdb__wal_open(dir, &o, &w);
     if (r == IQDB_ENOTFOUND) {
         char old[4096];
-        /* As open sees it: missing after frames is damage. */
-        if (strcmp(file, IQDB_WAL_FILE) == 0 && last_seq > 0 &&
+        /* As open sees it: missing beside a snapshot is damage. */
+        if (strcmp(file, IQDB_WAL_FILE) == 0 &&
             !(join(old, sizeof old, dir, IQDB_WAL_OLD_FILE) == 0 &&
               exists(old))) {
             char msg[256];
@@ -1411,7 +1464,8 @@ static int check_wal(check_ctx *c, const char *dir, const char *file,
         r = 0;
     } else if (r == 0 && info.truncated_bytes > 0) {
         char msg[512];
-        int dmg = info.later_frames > 0;
+        /* A scan cut short proves nothing torn: damage, as in open. */
+        int dmg = info.later_frames > 0 || info.scan_cut != 0;
         snprintf(msg, sizeof msg,
                  "%s/%s: %s at offset %llu: %llu bytes%s%s", dir, file,
                  info.damage ? info.damage : "torn write",
@@ -1420,7 +1474,10 @@ static int check_wal(check_ctx *c, const char *dir, const char *file,
                  dmg ? "" : " of torn tail (an interrupted write; the next "
                             "writable open cuts it off)",
                  info.later_frames > 0 ? ", with intact frames after it"
-                                       : "");
+                 : info.scan_cut != 0
+                     ? ", and the search for intact frames after it was cut "
+                       "short by overlapping frame headers (a crafted file?)"
+                     : "");
         finding(c, file, info.valid_end, dmg, msg);
     }
     iqdb__wal_close(w);

@@ -263,6 +263,9 @@ struct iqdb {
      * stands in for it (exact searches; params are the stored type's,
      * kept for the snapshot, not given to flat); NULL normally. */
     char *stands_in;
+    /* The index was rebuilt at open though it can save its state (none
+     * saved, or in a newer format): the next compaction writes it. */
+    int index_unsaved;
     struct iqdb_durable *dur; /* NULL for in-memory databases */
 };
 

@@ -1121,6 +1121,8 @@ static int mem_read(void *ctx, void *buf, size_t len)
 
 static int rebuild_index(iqdb *db)
 {
+    db->index_unsaved = db->stands_in == NULL && db->ops->save != NULL &&
+                        (db->ops->caps & IQDB_CAP_PERSIST);
     const iqdb_store *s = &db->store;
     uint64_t *slots = iqdb__malloc((size_t)(s->count ? s->count : 1) * sizeof *slots);
     if (slots == NULL)

@@ -128,6 +128,7 @@
 #define WAL_MAGIC "IQDBWAL"  /* 8 bytes with its terminating NUL */
 #define WAL_VERSION 1u
 #define HDR_SIZE 40u
+_Static_assert(HDR_SIZE == IQDB_WAL_HDR_SIZE, "wal_int.h agrees");
 #define FRAME_HDR IQDB_WAL_FRAME_HDR /* 32 */
 #define FRAME_MARK 0x52465149u /* "IQFR" */
 #define READ_CHUNK ((size_t)1 << 20)

@@ -229,6 +229,8 @@ int iqdb__wal_wait(iqdb_wal *w, uint64_t seq);
  * and the zero padding are written into buf, so it must be writable; the
  * caller keeps ownership. Same results as iqdb__wal_write. */
 #define IQDB_WAL_FRAME_HDR 32u
+/* Bytes of the file header: an empty log is exactly this long. */
+#define IQDB_WAL_HDR_SIZE 40u
 size_t iqdb__wal_frame_size(size_t len); /* padded payload: len to 8 */
 int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
                            uint64_t *seq);

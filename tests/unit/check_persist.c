@@ -321,6 +321,15 @@ static int saver_step(int step)
                     saver_loads() == 0
                 ? 0
                 : 51;
+        /* Nothing written, but the close saves the rebuilt state. */
+        if (iqdb_close(db) != 0 && r == 0)
+            r = 52;
+        return r;
+    }
+    if (step == 5) { /* so this open loads it instead of rebuilding */
+        if (iqdb_open(path("db"), c, &db) != 0)
+            return 60;
+        r = iqdb_count(db) == 20 && saver_loads() == 1 ? 0 : 61;
         iqdb_close(db);
         return r;
     }
@@ -348,7 +357,7 @@ static int saver_step(int step)
 
 START_TEST(test_persist_index_section)
 {
-    for (int step = 0; step < 5; step++) {
+    for (int step = 0; step < 6; step++) {
         pid_t pid = fork();
         if (pid == 0)
             _exit(saver_step(step));
@@ -432,56 +441,6 @@ START_TEST(test_persist_recompress_and_readonly_tail)
     ck_assert_int_eq(check(db, 500), 1);
     iqdb_close(db);
     iqdb_config_free(c);
-}
-END_TEST
-
-/* A level the codec refuses fails the open before anything is made or
- * changed, with the codec's own message, rather than every compaction
- * after it. */
-START_TEST(test_persist_bad_codec_level)
-{
-    static const struct {
-        const char *codec;
-        int level;
-    } bad[] = {{"lz4", 5}, {"zstd", 23}, {"zstd", -1000000}};
-    const char *dir = path("db");
-    char snap[600];
-    snprintf(snap, sizeof snap, "%s/snapshot", dir);
-    iqdb *db;
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
-        ck_assert_int_eq(
-            iqdb_config_set_compression(c, bad[i].codec, bad[i].level), 0);
-        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
-        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "out of range"));
-        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), bad[i].codec));
-        ck_assert_int_eq(access(dir, F_OK), -1); /* nothing created */
-        iqdb_config_free(c);
-    }
-    /* An existing database is left as it was, and still opens. */
-    ck_assert_int_eq(open_db(dir, "lz4", &db), 0);
-    for (uint64_t i = 0; i < 20; i++)
-        ck_assert_int_eq(put(db, i), 0);
-    ck_assert_int_eq(iqdb_close(db), 0);
-    size_t n1, n2;
-    unsigned char *before = slurp(snap, &n1);
-    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
-    ck_assert_int_eq(iqdb_config_set_compression(c, "lz4", 2), 0);
-    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
-    iqdb_config_free(c);
-    unsigned char *after = slurp(snap, &n2);
-    ck_assert(n1 == n2 && memcmp(before, after, n1) == 0);
-    free(before);
-    free(after);
-    /* Fast levels are levels too. */
-    c = conf(NULL, IQDB_FSYNC_ALWAYS);
-    ck_assert_int_eq(iqdb_config_set_compression(c, "lz4", -8), 0);
-    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
-    iqdb_config_free(c);
-    for (uint64_t i = 0; i < 20; i++)
-        ck_assert_int_eq(check(db, i), 1);
-    ck_assert_int_eq(iqdb_flush(db), 0);
-    ck_assert_int_eq(iqdb_close(db), 0);
 }
 END_TEST
 
@@ -838,6 +797,77 @@ END_TEST
 START_TEST(test_persist_snapshot_flips_lz4)
 {
     corruption_sweep("lz4");
+}
+END_TEST
+
+/* A level the codec refuses fails the open before anything is made or
+ * changed, with the codec's own message, rather than every compaction
+ * after it. */
+START_TEST(test_persist_bad_codec_level)
+{
+    static const struct {
+        const char *codec;
+        int level;
+    } bad[] = {{"lz4", 5}, {"zstd", 23}, {"zstd", -1000000}};
+    const char *dir = path("db");
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    iqdb *db;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+        ck_assert_int_eq(
+            iqdb_config_set_compression(c, bad[i].codec, bad[i].level), 0);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "out of range"));
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), bad[i].codec));
+        ck_assert_int_eq(access(dir, F_OK), -1); /* nothing created */
+        iqdb_config_free(c);
+    }
+    /* An existing database is left as it was, and still opens. */
+    ck_assert_int_eq(open_db(dir, "lz4", &db), 0);
+    for (uint64_t i = 0; i < 20; i++)
+        ck_assert_int_eq(put(db, i), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    size_t n1, n2;
+    unsigned char *before = slurp(snap, &n1);
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    ck_assert_int_eq(iqdb_config_set_compression(c, "lz4", 2), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
+    iqdb_config_free(c);
+    unsigned char *after = slurp(snap, &n2);
+    ck_assert(n1 == n2 && memcmp(before, after, n1) == 0);
+    free(before);
+    free(after);
+    /* Fast levels are levels too. */
+    c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    ck_assert_int_eq(iqdb_config_set_compression(c, "lz4", -8), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_config_free(c);
+    for (uint64_t i = 0; i < 20; i++)
+        ck_assert_int_eq(check(db, i), 1);
+    ck_assert_int_eq(iqdb_flush(db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    /* A stored level the codec installed now refuses (another build may
+     * take another range; here the field is rewritten): a writable open
+     * with dim 0, which keeps the stored level, fails at once; a
+     * read-only one, which never compresses, opens. */
+    unsigned char *b = slurp(snap, &n1);
+    unsigned char *ent = sec_entry(b, 1); /* CONFIG: "flat", 0 params, */
+    unsigned char *cf = b + get_le64(ent + 8); /* "lz4", i32 level */
+    ck_assert_mem_eq(cf + 2, "flat", 4);
+    ck_assert_mem_eq(cf + 12, "lz4", 3);
+    put_le32(cf + 15, 7);
+    fix_section(b, ent);
+    spit(snap, b, n1);
+    free(b);
+    c = iqdb_config_new(0, (iqdb_metric)0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_EINVAL);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "level 7"));
+    iqdb_config_set_readonly(c, 1);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), 20);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    iqdb_config_free(c);
 }
 END_TEST
 
@@ -1460,7 +1490,7 @@ static void hook_let_go(void)
 
 static int file_exists(const char *dir, const char *name)
 {
-    char p[600];
+    char p[1024];
     struct stat st;
     snprintf(p, sizeof p, "%s/%s", dir, name);
     return stat(p, &st) == 0;
@@ -1723,42 +1753,32 @@ START_TEST(test_persist_short_id_delete_replays)
 }
 END_TEST
 
-/* A log removed from outside: a database whose snapshot holds frames
- * always has one, so its absence is damage (writes after the snapshot
- * are lost). Strict recovery refuses to open; otherwise open goes on
- * from the snapshot and says so. A database whose creation stopped before
- * its log was made has nothing to lose. */
-START_TEST(test_persist_wal_missing)
+/* A log removed from outside: creation makes the log before the first
+ * snapshot and nothing removes it after, so a snapshot without one is
+ * damage (writes after the snapshot are lost). Strict recovery refuses to
+ * open; otherwise open goes on from the snapshot and says so. */
+static void wal_missing_case(int close_first)
 {
-    const char *dir = path("db");
-    char wp[600];
+    char dir[600], wp[700];
+    snprintf(dir, sizeof dir, "%s", path("db"));
     snprintf(wp, sizeof wp, "%s/wal", dir);
     iqdb *db;
     ck_assert_int_eq(open_db(dir, NULL, &db), 0);
-    ck_assert_int_eq(iqdb_close(db), 0);
-    /* Creation stopped before the log: a note only, and opens agree. */
-    ck_assert_int_eq(unlink(wp), 0);
-    finding_rec f;
-    memset(&f, 0, sizeof f);
-    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), 0);
-    ck_assert_int_eq(f.damage, 0);
-    ck_assert_int_eq(f.notes, 1);
-    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
-    iqdb_config_set_readonly(c, 1);
-    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
     iqdb_recovery rec;
     iqdb_recovery_report(db, &rec);
     ck_assert_ptr_null(rec.damage);
-    iqdb_close(db);
-    /* Now with frames in the snapshot. */
-    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
-    iqdb_recovery_report(db, &rec);
-    ck_assert_ptr_null(rec.damage);
-    for (uint64_t i = 0; i < 10; i++)
-        ck_assert_int_eq(put(db, i), 0);
+    uint64_t kept = 0;
+    if (close_first) { /* the snapshot holds frames */
+        for (uint64_t i = 0; i < 10; i++)
+            ck_assert_int_eq(put(db, i), 0);
+        kept = 10;
+    }
     ck_assert_int_eq(iqdb_close(db), 0);
+    /* Acknowledged writes in the log only (the first case: before any
+     * compaction, the snapshot still being the one made at creation). */
     leave_frames(dir, 10, 15);
     ck_assert_int_eq(unlink(wp), 0);
+    finding_rec f;
     memset(&f, 0, sizeof f);
     ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), IQDB_ECORRUPT);
     ck_assert_int_eq(f.damage, 1);
@@ -1771,19 +1791,22 @@ START_TEST(test_persist_wal_missing)
     ck_assert(!file_exists(dir, "wal")); /* refused: nothing changed */
     iqdb_config_free(s);
     /* Read-only: the snapshot's records, nothing changed. */
+    iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
+    iqdb_config_set_readonly(c, 1);
     ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
     iqdb_recovery_report(db, &rec);
     ck_assert_ptr_nonnull(rec.damage);
     ck_assert_int_eq(rec.acknowledged_damage, 1);
-    ck_assert_uint_eq(iqdb_count(db), 10);
+    ck_assert_uint_eq(iqdb_count(db), kept);
     iqdb_close(db);
+    iqdb_config_free(c);
     ck_assert(!file_exists(dir, "wal"));
     /* Writable: goes on from the snapshot with a new log. */
     ck_assert_int_eq(open_db(dir, NULL, &db), 0);
     iqdb_recovery_report(db, &rec);
     ck_assert_ptr_nonnull(strstr(rec.damage, "missing"));
-    ck_assert_uint_eq(iqdb_count(db), 10);
-    for (uint64_t i = 0; i < 10; i++)
+    ck_assert_uint_eq(iqdb_count(db), kept);
+    for (uint64_t i = 0; i < kept; i++)
         ck_assert_int_eq(check(db, i), 1);
     ck_assert_int_eq(check(db, 12), 0);
     ck_assert_int_eq(put(db, 20), 0);
@@ -1791,9 +1814,101 @@ START_TEST(test_persist_wal_missing)
     ck_assert_int_eq(open_db(dir, NULL, &db), 0);
     iqdb_recovery_report(db, &rec);
     ck_assert_ptr_null(rec.damage);
-    ck_assert_uint_eq(iqdb_count(db), 11);
+    ck_assert_uint_eq(iqdb_count(db), kept + 1);
     ck_assert_int_eq(iqdb_close(db), 0);
-    iqdb_config_free(c);
+}
+
+/* Stacked frame headers after damage make the scan stop at its budget;
+ * iqdb_check calls that damage (as open does), not a torn tail. */
+START_TEST(test_persist_check_scan_cut)
+{
+    char dir[600], wp[700];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    snprintf(wp, sizeof wp, "%s/wal", dir);
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    leave_frames(dir, 0, 3);
+    size_t n;
+    unsigned char *img = slurp(wp, &n);
+    /* The end of the last frame: the first zero byte run to the end. */
+    size_t end = n;
+    while (end > 40 && img[end - 1] == 0)
+        end--;
+    end = (end + 7) & ~(size_t)7;
+    size_t total = end + ((size_t)1 << 20);
+    unsigned char *f = calloc(total, 1);
+    memcpy(f, img, end);
+    f[end] = 0xee;
+    for (size_t o = end + 8; o + 32 <= total; o += 32) {
+        unsigned char *h = f + o;
+        put_le32(h, 0x52465149u);
+        put_le32(h + 4, (uint32_t)(total - o - 32) & ~7u);
+        put_le64(h + 8, 9);
+        put_le64(h + 16, 3);
+        h[24] = 1;
+        unsigned char hc[36];
+        memcpy(hc, img + 16, 8);
+        memcpy(hc + 8, h, 28);
+        put_le32(h + 28, iqdb__crc32c(0, hc, sizeof hc));
+    }
+    spit(wp, f, total);
+    free(f);
+    free(img);
+    finding_rec fr;
+    memset(&fr, 0, sizeof fr);
+    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &fr), IQDB_ECORRUPT);
+    ck_assert_int_eq(fr.damage, 1);
+    ck_assert_ptr_nonnull(strstr(fr.msg, "cut short"));
+}
+END_TEST
+
+START_TEST(test_persist_wal_missing)
+{
+    wal_missing_case(0);
+    teardown();
+    setup();
+    wal_missing_case(1);
+}
+END_TEST
+
+/* Creation makes the log, then the snapshot: a directory left with only
+ * the lock file and an empty log (a creation that stopped in between) is
+ * created again, while a log with frames, or any other file, makes it
+ * not an iqdb database. */
+START_TEST(test_persist_creation_interrupted)
+{
+    char dir[600], wp[700];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    snprintf(wp, sizeof wp, "%s/wal", dir);
+    iqdb *db;
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    size_t n;
+    unsigned char *empty = slurp(wp, &n);
+    ck_assert_uint_eq(n, 40);
+    char snap[700];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    ck_assert_int_eq(unlink(snap), 0);
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(put(db, 1), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(open_db(dir, NULL, &db), 0);
+    ck_assert_int_eq(check(db, 1), 1);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    /* A log that is not empty beside no snapshot: left alone. */
+    ck_assert_int_eq(unlink(snap), 0);
+    size_t m;
+    unsigned char *full = slurp(wp, &m);
+    unsigned char *grown = malloc(m + 8);
+    memcpy(grown, empty, 40);
+    memset(grown + 40, 0, m + 8 - 40);
+    spit(wp, grown, m + 8);
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_EEXIST);
+    ck_assert(!file_exists(dir, "snapshot"));
+    free(grown);
+    free(full);
+    free(empty);
 }
 END_TEST
 
@@ -3076,6 +3191,8 @@ static Suite *persist_suite(void)
         {"newer_snapshot_version", test_persist_newer_snapshot_version},
         {"undecodable_frame", test_persist_undecodable_frame},
         {"wal_missing", test_persist_wal_missing},
+        {"check_scan_cut", test_persist_check_scan_cut},
+        {"creation_interrupted", test_persist_creation_interrupted},
         {"config_mismatch", test_persist_config_mismatch},
         {"foreign_directory_untouched", test_persist_foreign_directory_untouched},
         {"second_writer_refused", test_persist_second_writer_refused},

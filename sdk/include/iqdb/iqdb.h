@@ -416,9 +416,9 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * it.
  *
  * Errors (message via iqdb_errmsg(NULL)): IQDB_EINVAL (bad argument, path
- * not a directory), IQDB_EEXIST (the directory holds something that is
- * not an iqdb database: it is left untouched, or a codec refuses the
- * level), IQDB_ELOCKED (a writable open while another handle, writable or
+ * not a directory, a compression level the codec refuses), IQDB_EEXIST
+ * (the directory holds something that is not an iqdb database: it is
+ * left untouched), IQDB_ELOCKED (a writable open while another handle, writable or
  * read-only, in this or another process holds the database; a read-only
  * open while a writer does), IQDB_ECONFIG, IQDB_ECORRUPT (file
  * and offset), IQDB_ENOPLUGIN (codec plugin missing, named; index plugin
@@ -481,19 +481,21 @@ typedef void (*iqdb_check_fn)(void *ctx, const char *file, uint64_t offset,
  * Returns 0 when nothing is damaged (notes may have been reported),
  * IQDB_ECORRUPT when damage was found, or the code of what prevented the
  * check (IQDB_ENOTFOUND: no database at path; IQDB_ELOCKED; IQDB_ENOPLUGIN
- * when a codec needed to read the snapshot or the index plugin is
- * missing; IQDB_ENOTSUP for files of a newer format version; IQDB_EIO;
- * IQDB_ENOMEM), with the message via iqdb_errmsg(NULL).
+ * when a codec needed to read the snapshot is missing; IQDB_ENOTSUP for
+ * files of a newer format version; IQDB_EIO; IQDB_ENOMEM), with the
+ * message via iqdb_errmsg(NULL). A missing index plugin is a note: the
+ * flat index stands in (see iqdb_config_set_rebuild), so the index's
+ * saved state is not checked.
  */
 IQDB_API int iqdb_check(const char *path, const iqdb_config *cfg,
                         iqdb_check_fn fn, void *ctx);
 
 /* Fold the write-ahead log into a new snapshot (written to a temporary
  * file, synced, renamed over the old one, directory synced) and empty the
- * log. A no-op for in-memory databases. On failure the log is intact, the
- * previous snapshot too (unless only the directory sync failed, after the
- * complete new one had replaced it), and the handle refuses further
- * writes. Returns 0
+ * log. A no-op for in-memory databases. On failure nothing acknowledged
+ * is lost and the handle refuses further writes; the previous snapshot is
+ * intact unless the failure came once the complete new one had replaced
+ * it (the directory sync, or emptying the log after it). Returns 0
  * or an error code. */
 IQDB_API int iqdb_flush(iqdb *db);
 

@@ -224,6 +224,41 @@ START_TEST(test_persist_index_saved_state)
 }
 END_TEST
 
+/* What iqdb_check reported: counts of notes and damage (notes about
+ * wal.old apart), and the first damage finding in full. */
+typedef struct finding_log {
+    int notes, damage, old_note;
+    char file[32];
+    uint64_t off;
+    char msg[512];
+} finding_log;
+
+static void log_finding(void *ctx, const char *file, uint64_t off, int damage,
+                        const char *msg)
+{
+    finding_log *f = ctx;
+    f->notes += !damage;
+    f->old_note += !damage && strcmp(file, "wal.old") == 0;
+    if (damage && f->damage++ == 0) {
+        snprintf(f->file, sizeof f->file, "%s", file);
+        f->off = off;
+        snprintf(f->msg, sizeof f->msg, "%s", msg);
+    }
+}
+
+/* Run fn(arg) in a child process, which exits with its result; the
+ * result must be 0. For writers that die without closing. */
+static void in_child(int (*fn)(void *), void *arg)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(fn(arg));
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "child exited with %d", WEXITSTATUS(st));
+}
+
 /* The index section: loaded when the plugin reads its format, rebuilt
  * when the saved format is newer (if allowed), refused otherwise; with
  * the plugin absent, flat stands in (if a rebuild is allowed). Each
@@ -235,21 +270,6 @@ static int saver_loads(void)
     void *h = dlopen(so, RTLD_NOW | RTLD_NOLOAD);
     int (*fn)(void) = h ? (int (*)(void))dlsym(h, "saver_LTX_loads") : NULL;
     return fn ? fn() : -1;
-}
-
-typedef struct finding_log_t {
-    int notes, damage;
-} finding_log_t;
-
-static void count_findings(void *ctx, const char *file, uint64_t off,
-                           int damage, const char *msg)
-{
-    finding_log_t *f = ctx;
-    (void)file;
-    (void)off;
-    (void)msg;
-    f->damage += damage;
-    f->notes += !damage;
 }
 
 static int saver_step(int step)
@@ -290,8 +310,9 @@ static int saver_step(int step)
             return 42;
         iqdb_close(db);
         /* check says so, as a note. */
-        finding_log_t fl = {0, 0};
-        if (iqdb_check(path("db"), NULL, count_findings, &fl) != 0 ||
+        finding_log fl;
+        memset(&fl, 0, sizeof fl);
+        if (iqdb_check(path("db"), NULL, log_finding, &fl) != 0 ||
             fl.damage != 0 || fl.notes != 1)
             return 46;
         if (iqdb_open(path("db"), c, &db) != 0)
@@ -1616,59 +1637,29 @@ START_TEST(test_persist_bg_compaction_slots_bounded)
 }
 END_TEST
 
-typedef struct finding_log {
-    int notes, damage;
-    int old_note;
-} finding_log;
-
-static void log_finding(void *ctx, const char *file, uint64_t off, int damage,
-                        const char *msg)
-{
-    finding_log *f = ctx;
-    (void)off;
-    (void)msg;
-    f->damage += damage;
-    f->notes += !damage;
-    f->old_note += !damage && strcmp(file, "wal.old") == 0;
-}
-
-/* What iqdb_check reported, in full: the first damage finding. */
-typedef struct finding_rec {
-    int damage, notes;
-    char file[32];
-    uint64_t off;
-    char msg[512];
-} finding_rec;
-
-static void rec_finding(void *ctx, const char *file, uint64_t off, int damage,
-                        const char *msg)
-{
-    finding_rec *f = ctx;
-    f->notes += !damage;
-    if (damage && f->damage++ == 0) {
-        snprintf(f->file, sizeof f->file, "%s", file);
-        f->off = off;
-        snprintf(f->msg, sizeof f->msg, "%s", msg);
-    }
-}
-
 /* A child writes records [from, to) and exits without closing: they stay
  * as frames in wal. */
+typedef struct frames_job {
+    const char *dir;
+    uint64_t from, to;
+} frames_job;
+
+static int write_frames(void *arg)
+{
+    frames_job *j = arg;
+    iqdb *w;
+    if (open_db(j->dir, NULL, &w) != 0)
+        return 2;
+    for (uint64_t i = j->from; i < j->to; i++)
+        if (put(w, i) != 0)
+            return 3;
+    return 0; /* no close */
+}
+
 static void leave_frames(const char *dir, uint64_t from, uint64_t to)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        iqdb *w;
-        if (open_db(dir, NULL, &w) != 0)
-            _exit(2);
-        for (uint64_t i = from; i < to; i++)
-            if (put(w, i) != 0)
-                _exit(3);
-        _exit(0);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    frames_job j = {dir, from, to};
+    in_child(write_frames, &j);
 }
 
 /* A frame whose checksums are good but whose payload does not decode is
@@ -1702,9 +1693,9 @@ START_TEST(test_persist_undecodable_frame)
     put_le32(b + off + 28, iqdb__crc32c(0, hc, sizeof hc));
     spit(wp, b, n);
     free(b);
-    finding_rec f;
+    finding_log f;
     memset(&f, 0, sizeof f);
-    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), IQDB_ECORRUPT);
     ck_assert_int_eq(f.damage, 1);
     ck_assert_str_eq(f.file, "wal");
     ck_assert_uint_eq(f.off, off);
@@ -1721,26 +1712,25 @@ END_TEST
 /* Deletes of short byte-string ids, left in the log by a process that
  * exits without closing, replay (their frames are the smallest a write
  * makes: a 1-byte id is a 6-byte record). */
+static int short_id_writes(void *arg)
+{
+    iqdb *w;
+    float v[DIM] = {1, 2, 3, 4, 5, 6};
+    if (open_db(arg, NULL, &w) != 0)
+        return 2;
+    for (uint32_t l = 1; l <= 4; l++) {
+        if (iqdb_upsert(w, iqdb_id_bytes("abcd", l), v, DIM, NULL) != 0)
+            return 3;
+        if (l % 2 && iqdb_delete(w, iqdb_id_bytes("abcd", l), NULL) != 0)
+            return 4;
+    }
+    return 0; /* no close */
+}
+
 START_TEST(test_persist_short_id_delete_replays)
 {
     const char *dir = path("db");
-    pid_t pid = fork();
-    if (pid == 0) {
-        iqdb *w;
-        float v[DIM] = {1, 2, 3, 4, 5, 6};
-        if (open_db(dir, NULL, &w) != 0)
-            _exit(2);
-        for (uint32_t l = 1; l <= 4; l++) {
-            if (iqdb_upsert(w, iqdb_id_bytes("abcd", l), v, DIM, NULL) != 0)
-                _exit(3);
-            if (l % 2 && iqdb_delete(w, iqdb_id_bytes("abcd", l), NULL) != 0)
-                _exit(4);
-        }
-        _exit(0);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    in_child(short_id_writes, (void *)dir);
     ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), 0);
     iqdb *db;
     ck_assert_msg(open_db(dir, NULL, &db) == 0, "%s", iqdb_errmsg(NULL));
@@ -1778,9 +1768,9 @@ static void wal_missing_case(int close_first)
      * compaction, the snapshot still being the one made at creation). */
     leave_frames(dir, 10, 15);
     ck_assert_int_eq(unlink(wp), 0);
-    finding_rec f;
+    finding_log f;
     memset(&f, 0, sizeof f);
-    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), IQDB_ECORRUPT);
     ck_assert_int_eq(f.damage, 1);
     ck_assert_str_eq(f.file, "wal");
     ck_assert_ptr_nonnull(strstr(f.msg, "missing"));
@@ -1855,9 +1845,9 @@ START_TEST(test_persist_check_scan_cut)
     spit(wp, f, total);
     free(f);
     free(img);
-    finding_rec fr;
+    finding_log fr;
     memset(&fr, 0, sizeof fr);
-    ck_assert_int_eq(iqdb_check(dir, NULL, rec_finding, &fr), IQDB_ECORRUPT);
+    ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &fr), IQDB_ECORRUPT);
     ck_assert_int_eq(fr.damage, 1);
     ck_assert_ptr_nonnull(strstr(fr.msg, "cut short"));
 }
@@ -1953,7 +1943,8 @@ START_TEST(test_persist_bg_compaction_fails)
     ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "not compacted"));
     ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "No space left"));
     /* check: the rotated-out log is a note, not damage. */
-    finding_log f = {0, 0, 0};
+    finding_log f;
+    memset(&f, 0, sizeof f);
     ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), 0);
     ck_assert_int_eq(f.damage, 0);
     ck_assert_int_eq(f.old_note, 1);

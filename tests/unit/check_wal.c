@@ -1014,6 +1014,28 @@ END_TEST
 
 /* A frame header with a valid checksum claiming a huge payload is bounded
  * by the file, never trusted for an allocation. */
+/* A frame header at h, as core/wal.c lays it out, whose header checksum
+ * is good for the file whose header is img (its salt at 16..23); the
+ * payload checksum is pcrc, whatever the payload. */
+static void craft_header(unsigned char *h, const unsigned char *img,
+                         uint32_t len, uint64_t seq, uint64_t durable,
+                         uint32_t pcrc)
+{
+    uint32_t mark = 0x52465149u;
+    for (int i = 0; i < 4; i++) {
+        h[i] = (unsigned char)(mark >> (8 * i));
+        h[4 + i] = (unsigned char)(len >> (8 * i));
+        h[24 + i] = (unsigned char)(pcrc >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++) {
+        h[8 + i] = (unsigned char)(seq >> (8 * i));
+        h[16 + i] = (unsigned char)(durable >> (8 * i));
+    }
+    uint32_t hc = iqdb__crc32c(iqdb__crc32c(0, img + 16, 8), h, 28);
+    for (int i = 0; i < 4; i++)
+        h[28 + i] = (unsigned char)(hc >> (8 * i));
+}
+
 START_TEST(test_wal_hostile_lengths)
 {
     iqdb__io_reset();
@@ -1023,9 +1045,6 @@ START_TEST(test_wal_hostile_lengths)
     close_trimmed(w, p);
     size_t n;
     unsigned char *img = file_get(p, &n);
-    uint64_t salt = 0;
-    for (int i = 7; i >= 0; i--)
-        salt = salt << 8 | img[16 + i];
     uint32_t lens[2] = {(uint32_t)IQDB_WAL_MAX_PAYLOAD,
                         (uint32_t)IQDB_WAL_MAX_PAYLOAD + 1};
     const char *why[2] = {"incomplete frame payload",
@@ -1033,20 +1052,7 @@ START_TEST(test_wal_hostile_lengths)
     for (int c = 0; c < 2; c++) {
         unsigned char *f = calloc(n + FHDR + 64, 1);
         memcpy(f, img, n);
-        unsigned char *h = f + n;
-        uint32_t mark = 0x52465149u;
-        for (int i = 0; i < 4; i++) {
-            h[i] = (unsigned char)(mark >> (8 * i));
-            h[4 + i] = (unsigned char)(lens[c] >> (8 * i));
-        }
-        h[8] = 2;  /* seq 2 */
-        h[16] = 1; /* durable 1 */
-        unsigned char s8[8];
-        for (int i = 0; i < 8; i++)
-            s8[i] = (unsigned char)(salt >> (8 * i));
-        uint32_t hc = iqdb__crc32c(iqdb__crc32c(0, s8, 8), h, 28);
-        for (int i = 0; i < 4; i++)
-            h[28 + i] = (unsigned char)(hc >> (8 * i));
+        craft_header(f + n, img, lens[c], 2, 1, 0);
         file_put(p, f, n + FHDR + 64);
         struct got g = {0};
         iqdb_wal_replay_info info;
@@ -1078,32 +1084,17 @@ START_TEST(test_wal_scan_budget)
     close_trimmed(w, p);
     size_t n;
     unsigned char *img = file_get(p, &n);
-    unsigned char s8[8];
-    memcpy(s8, img + 16, 8);
-    /* 1 MiB of stacked headers after one byte of damage at n. */
+    /* 1 MiB of stacked headers after one byte of damage at n; each
+     * claims the rest of the file, with a payload checksum that never
+     * matches. */
     size_t total = n + ((size_t)1 << 20);
     unsigned char *f = calloc(total, 1);
     memcpy(f, img, n);
     f[n] = 0xee; /* the damage: a bad marker */
     size_t stacked = 0;
-    for (size_t o = n + 8; o + FHDR <= total; o += FHDR, stacked++) {
-        unsigned char *h = f + o;
-        uint32_t mark = 0x52465149u;
-        uint32_t len = (uint32_t)(total - o - FHDR) & ~7u;
-        uint64_t seq = 5, dur = 3;
-        for (int i = 0; i < 4; i++) {
-            h[i] = (unsigned char)(mark >> (8 * i));
-            h[4 + i] = (unsigned char)(len >> (8 * i));
-        }
-        for (int i = 0; i < 8; i++) {
-            h[8 + i] = (unsigned char)(seq >> (8 * i));
-            h[16 + i] = (unsigned char)(dur >> (8 * i));
-        }
-        h[24] = 1; /* a payload checksum that never matches */
-        uint32_t hc = iqdb__crc32c(iqdb__crc32c(0, s8, 8), h, 28);
-        for (int i = 0; i < 4; i++)
-            h[28 + i] = (unsigned char)(hc >> (8 * i));
-    }
+    for (size_t o = n + 8; o + FHDR <= total; o += FHDR, stacked++)
+        craft_header(f + o, img, (uint32_t)(total - o - FHDR) & ~7u, 5, 3,
+                     1);
     ck_assert_uint_gt(stacked, 30000);
     file_put(p, f, total);
     struct got g = {0};

@@ -27,14 +27,11 @@
  * Any input is a seed; run it on an empty corpus directory. Not built by
  * make.
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <iqdb/iqdb.h>
+#define FUZZ_NAME "fuzz_roundtrip"
+
+#include "fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -42,13 +39,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define DIM 3
 
 static char dir_a[256], dir_b[300];
-
-static void die(const char *what, int r)
-{
-    fprintf(stderr, "fuzz_roundtrip: %s (%d, %s): %s\n", what, r,
-            iqdb_strerror(r), iqdb_errmsg(NULL));
-    abort();
-}
 
 typedef struct in {
     const uint8_t *p;
@@ -169,11 +159,11 @@ static int compare_one(void *ctx, const iqdb_record *rec)
     iqdb_meta *m = NULL;
     int r = iqdb_get(c->other, rec->id, v, DIM, &m);
     if (r != 0)
-        die("a record written is missing after replay", r);
+        fz_die("a record written is missing after replay", r);
     if (memcmp(v, rec->vector, sizeof v) != 0)
-        die("a vector differs after replay", -1);
+        fz_die("a vector differs after replay", -1);
     if (!same_meta(m, rec->meta))
-        die("metadata differs after replay", -1);
+        fz_die("metadata differs after replay", -1);
     iqdb_meta_free(m);
     c->n++;
     return 0;
@@ -185,16 +175,10 @@ static void copy_file(const char *from_dir, const char *to_dir,
     char a[400], b[400];
     snprintf(a, sizeof a, "%s/%s", from_dir, name);
     snprintf(b, sizeof b, "%s/%s", to_dir, name);
-    FILE *f = fopen(a, "rb"), *g = fopen(b, "wb");
-    if (f == NULL || g == NULL)
-        die("copying the database", -1);
-    char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, f)) > 0)
-        if (fwrite(buf, 1, k, g) != k)
-            die("copying the database", -1);
-    fclose(f);
-    fclose(g);
+    size_t n;
+    uint8_t *bytes = fz_slurp(a, &n);
+    fz_spit(b, bytes, n);
+    free(bytes);
 }
 
 static void rm_db(const char *d)
@@ -213,15 +197,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (getenv("IQDB_LOG") == NULL)
-        setenv("IQDB_LOG", "0", 1);
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     char top[200];
-    snprintf(top, sizeof top, "%s/fuzz_roundtrip.XXXXXX", base);
-    if (mkdtemp(top) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    fz_scratch(top, sizeof top);
     snprintf(dir_a, sizeof dir_a, "%s/a", top);
     snprintf(dir_b, sizeof dir_b, "%s/b", top);
     return 0;
@@ -237,12 +214,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     iqdb *db;
     int r = iqdb_open(dir_a, c, &db);
     if (r != 0)
-        die("creating the database", r);
+        fz_die("creating the database", r);
     in s = {data, size, 0};
     run_writes(db, &s);
     /* The files as a crash would leave them: nothing was closed. */
     if (mkdir(dir_b, 0755) != 0)
-        die("mkdir", -1);
+        fz_die("mkdir", -1);
     copy_file(dir_a, dir_b, "snapshot");
     copy_file(dir_a, dir_b, "wal");
     iqdb_config *ro = iqdb_config_new(0, (iqdb_metric)0);
@@ -250,12 +227,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     iqdb_config_set_strict_recovery(ro, 1);
     iqdb *back;
     if ((r = iqdb_open(dir_b, ro, &back)) != 0)
-        die("replaying what the writer logged", r);
+        fz_die("replaying what the writer logged", r);
     if (iqdb_count(back) != iqdb_count(db))
-        die("record counts differ after replay", -1);
+        fz_die("record counts differ after replay", -1);
     cmp one = {back, 0};
     if ((r = iqdb_foreach(db, compare_one, &one)) != 0)
-        die("iqdb_foreach", r);
+        fz_die("iqdb_foreach", r);
     iqdb_close(back);
     iqdb_close(db);
     iqdb_config_free(ro);

@@ -35,14 +35,10 @@
  *
  * Run: see tests/fuzz/README.md. Not built by make.
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#define FUZZ_NAME "fuzz_snapshot"
 
 #include "durable_int.h"
+#include "fuzz_util.h"
 #include "iqdb_int.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -50,35 +46,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[256];
 static char snap[300], wal[300], wal_old[300], tmp[300];
-
-static void die(const char *what, int r)
-{
-    fprintf(stderr, "fuzz_snapshot: %s returned %d (%s): %s\n", what, r,
-            iqdb_strerror(r), iqdb_errmsg(NULL));
-    abort();
-}
-
-/* The codes a hostile file may cause. */
-static void allowed(const char *what, int r)
-{
-    if (r != 0 && r != IQDB_ECORRUPT && r != IQDB_ENOTSUP &&
-        r != IQDB_ENOPLUGIN && r != IQDB_ENOMEM)
-        die(what, r);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int k = 7; k >= 0; k--)
-        v = v << 8 | p[k];
-    return v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        p[k] = (uint8_t)(v >> (8 * k));
-}
 
 /* Layout in core/snapshot.c: 128-byte header (CRC at 124), the section
  * table at 128 (C entries of 48 bytes, C at offset 52, then a CRC). */
@@ -92,59 +59,13 @@ static void fix_crcs(uint8_t *b, size_t n)
     if (128 + (size_t)c * 48 + 4 <= n) {
         for (uint32_t i = 0; i < c; i++) {
             uint8_t *e = b + 128 + i * 48;
-            uint64_t off = get64(e + 8), len = get64(e + 16);
+            uint64_t off = fz_get64(e + 8), len = fz_get64(e + 16);
             if (off <= n && len <= n - off)
-                put32(e + 32, iqdb__crc32c(0, b + off, (size_t)len));
+                fz_put32(e + 32, iqdb__crc32c(0, b + off, (size_t)len));
         }
-        put32(b + 128 + c * 48, iqdb__crc32c(0, b + 128, c * 48));
+        fz_put32(b + 128 + c * 48, iqdb__crc32c(0, b + 128, c * 48));
     }
-    put32(b + 124, iqdb__crc32c(0, b, 124));
-}
-
-typedef struct walk {
-    iqdb *db;
-    uint32_t dim;
-    float *v;
-    size_t n;
-} walk;
-
-static int visit(void *ctx, const iqdb_record *rec)
-{
-    walk *w = ctx;
-    for (uint32_t k = 0; k < w->dim; k++)
-        if (!isfinite(rec->vector[k]))
-            die("a walked record with a non-finite element", -1);
-    w->n++;
-    return 0;
-}
-
-static void exercise(iqdb *db)
-{
-    iqdb_stats st;
-    int r = iqdb_stat(db, &st);
-    if (r != 0)
-        die("iqdb_stat", r);
-    walk w = {db, iqdb_dim(db), NULL, 0};
-    if ((r = iqdb_foreach(db, visit, &w)) != 0)
-        die("iqdb_foreach", r);
-    if (w.n != iqdb_count(db))
-        die("iqdb_foreach visited a count other than iqdb_count", -1);
-    float *q = calloc(w.dim ? w.dim : 1, sizeof *q);
-    if (q == NULL)
-        return;
-    iqdb_results *res = NULL;
-    r = iqdb_search(db, q, w.dim, 5, NULL, NULL, &res);
-    allowed("iqdb_search", r);
-    if (r == 0) {
-        for (size_t i = 0; i < iqdb_results_count(res, 0); i++) {
-            const iqdb_hit *h = &iqdb_results_hits(res, 0)[i];
-            int g = iqdb_get(db, h->id, q, w.dim, NULL);
-            if (g != 0)
-                die("iqdb_get of a search hit", g);
-        }
-        iqdb_results_free(res);
-    }
-    free(q);
+    fz_put32(b + 124, iqdb__crc32c(0, b, 124));
 }
 
 static void scrub(void)
@@ -168,7 +89,7 @@ static void seed_db(const char *out, const char *name, const char *codec,
     iqdb *db;
     int r = iqdb_open(d, c, &db);
     if (r != 0)
-        die("seed iqdb_open", r);
+        fz_die("seed iqdb_open", r);
     iqdb_config_free(c);
     float *v = calloc(dim, sizeof *v);
     for (uint64_t i = 0; i < 40; i++) {
@@ -184,34 +105,28 @@ static void seed_db(const char *out, const char *name, const char *codec,
         int bl = snprintf(bid, sizeof bid, "key-%llu", (unsigned long long)i);
         iqdb_id id = i % 4 ? iqdb_id_u64(i) : iqdb_id_bytes(bid, (uint32_t)bl);
         if ((r = iqdb_upsert(db, id, v, dim, i % 5 ? m : NULL)) != 0)
-            die("seed iqdb_upsert", r);
+            fz_die("seed iqdb_upsert", r);
         iqdb_meta_free(m);
     }
     iqdb_delete(db, iqdb_id_u64(3), NULL);
     iqdb_delete(db, iqdb_id_u64(7), NULL);
     free(v);
     if ((r = iqdb_close(db)) != 0)
-        die("seed iqdb_close", r);
+        fz_die("seed iqdb_close", r);
     char sp[500];
     snprintf(sp, sizeof sp, "%s/snapshot", d);
-    FILE *f = fopen(sp, "rb");
-    if (f == NULL)
-        die("seed snapshot", -1);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b == NULL || fread(b + 1, 1, (size_t)n, f) != (size_t)n)
-        die("seed read", -1);
-    fclose(f);
+    size_t n;
+    uint8_t *file = fz_slurp(sp, &n);
+    uint8_t *b = malloc(n + 1); /* the flags byte, then the file */
+    if (b == NULL)
+        fz_die("seed read", -1);
+    memcpy(b + 1, file, n);
+    free(file);
     for (int flags = 0; flags < 2; flags++) {
         char op[500];
         snprintf(op, sizeof op, "%s/seed-%s-%d", out, name, flags);
         b[0] = (uint8_t)flags;
-        FILE *o = fopen(op, "wb");
-        if (o == NULL || fwrite(b, 1, (size_t)n + 1, o) != (size_t)n + 1)
-            die("seed write", -1);
-        fclose(o);
+        fz_spit(op, b, n + 1);
     }
     free(b);
 }
@@ -220,8 +135,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (getenv("IQDB_LOG") == NULL)
-        setenv("IQDB_LOG", "0", 1); /* damage warnings are expected */
     const char *seeds = getenv("FUZZ_SNAPSHOT_SEEDS");
     if (seeds != NULL) {
         seed_db(seeds, "raw", NULL, NULL, 3);
@@ -231,12 +144,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         printf("seeds written to %s\n", seeds);
         exit(0);
     }
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(dir, sizeof dir, "%s/fuzz_snapshot.XXXXXX", base);
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    fz_scratch(dir, sizeof dir);
     snprintf(snap, sizeof snap, "%s/snapshot", dir);
     snprintf(wal, sizeof wal, "%s/wal", dir);
     snprintf(wal_old, sizeof wal_old, "%s/wal.old", dir);
@@ -257,31 +165,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (flags & 1)
         fix_crcs(b, n);
     scrub();
-    FILE *f = fopen(snap, "wb");
-    if (f == NULL || fwrite(b, 1, n, f) != n)
-        die("writing the snapshot", -1);
-    fclose(f);
+    fz_spit(snap, b, n);
     free(b);
 
     iqdb_config *c = iqdb_config_new(0, (iqdb_metric)0);
     iqdb_config_set_readonly(c, 1);
     iqdb *db = NULL;
     int r = iqdb_open(dir, c, &db);
-    allowed("read-only iqdb_open", r);
+    fz_allowed("read-only iqdb_open", r, 1);
     if (r == 0) {
-        exercise(db);
+        fz_walk(db, 0);
         if ((r = iqdb_close(db)) != 0)
-            die("read-only iqdb_close", r);
+            fz_die("read-only iqdb_close", r);
     }
-    allowed("iqdb_check", iqdb_check(dir, NULL, NULL, NULL));
+    fz_allowed("iqdb_check", iqdb_check(dir, NULL, NULL, NULL), 1);
     if (flags & 2) {
         iqdb_config_set_readonly(c, 0);
         r = iqdb_open(dir, c, &db);
-        allowed("writable iqdb_open", r);
+        fz_allowed("writable iqdb_open", r, 1);
         if (r == 0) {
-            exercise(db);
-            allowed("iqdb_flush", iqdb_flush(db));
-            allowed("iqdb_close", iqdb_close(db));
+            fz_walk(db, 0);
+            fz_allowed("iqdb_flush", iqdb_flush(db), 1);
+            fz_allowed("iqdb_close", iqdb_close(db), 1);
         }
     }
     iqdb_config_free(c);

@@ -41,14 +41,10 @@
  *
  * Run: see tests/fuzz/README.md. Not built by make.
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#define FUZZ_NAME "fuzz_wal"
 
 #include "durable_int.h"
+#include "fuzz_util.h"
 #include "iqdb_int.h"
 #include "serial_int.h"
 
@@ -63,56 +59,6 @@ static char snap[300], wal[300], wal_old[300], tmp[300];
 static uint8_t *snap_bytes;
 static size_t snap_len;
 
-static void die(const char *what, int r)
-{
-    fprintf(stderr, "fuzz_wal: %s returned %d (%s): %s\n", what, r,
-            iqdb_strerror(r), iqdb_errmsg(NULL));
-    abort();
-}
-
-static void allowed(const char *what, int r)
-{
-    if (r != 0 && r != IQDB_ECORRUPT && r != IQDB_ENOTSUP &&
-        r != IQDB_ENOMEM)
-        die(what, r);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        p[k] = (uint8_t)(v >> (8 * k));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int k = 0; k < 8; k++)
-        p[k] = (uint8_t)(v >> (8 * k));
-}
-
-static uint8_t *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    if (f == NULL)
-        die("reading a file back", -1);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    if (b == NULL || fread(b, 1, (size_t)len, f) != (size_t)len)
-        die("reading a file back", -1);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static void spit(const char *p, const void *b, size_t n)
-{
-    FILE *f = fopen(p, "wb");
-    if (f == NULL || (n > 0 && fwrite(b, 1, n, f) != n))
-        die("writing a file", -1);
-    fclose(f);
-}
-
 /* The log for framed mode, as core/wal.c lays it out. */
 static uint8_t *frame_all(const uint8_t *in, size_t n, int durable,
                           size_t *out_len)
@@ -122,10 +68,10 @@ static uint8_t *frame_all(const uint8_t *in, size_t n, int durable,
     if (w == NULL)
         return NULL;
     memcpy(w, "IQDBWAL", 8);
-    put32(w + 8, 1);
-    put64(w + 16, SALT);
-    put64(w + 24, 1);
-    put32(w + 32, iqdb__crc32c(0, w, 32));
+    fz_put32(w + 8, 1);
+    fz_put64(w + 16, SALT);
+    fz_put64(w + 24, 1);
+    fz_put32(w + 32, iqdb__crc32c(0, w, 32));
     uint64_t seq = 1;
     size_t at = 0;
     while (at + 2 <= n) {
@@ -145,57 +91,22 @@ static uint8_t *frame_all(const uint8_t *in, size_t n, int durable,
         }
         uint8_t *f = w + len;
         memset(f, 0, 32 + padded);
-        put32(f, 0x52465149u);
-        put32(f + 4, (uint32_t)pl);
-        put64(f + 8, seq);
-        put64(f + 16, durable ? seq - 1 : 0);
+        fz_put32(f, 0x52465149u);
+        fz_put32(f + 4, (uint32_t)pl);
+        fz_put64(f + 8, seq);
+        fz_put64(f + 16, durable ? seq - 1 : 0);
         memcpy(f + 32, in + at, pl);
-        put32(f + 24, iqdb__crc32c(0, f + 32, padded));
+        fz_put32(f + 24, iqdb__crc32c(0, f + 32, padded));
         uint8_t hc[36];
-        put64(hc, SALT);
+        fz_put64(hc, SALT);
         memcpy(hc + 8, f, 28);
-        put32(f + 28, iqdb__crc32c(0, hc, sizeof hc));
+        fz_put32(f + 28, iqdb__crc32c(0, hc, sizeof hc));
         len += 32 + padded;
         at += pl;
         seq++;
     }
     *out_len = len;
     return w;
-}
-
-typedef struct walk {
-    uint32_t dim;
-    size_t n;
-} walk;
-
-static int visit(void *ctx, const iqdb_record *rec)
-{
-    walk *w = ctx;
-    for (uint32_t k = 0; k < w->dim; k++)
-        if (!isfinite(rec->vector[k]))
-            die("a walked record with a non-finite element", -1);
-    w->n++;
-    return 0;
-}
-
-static void exercise(iqdb *db)
-{
-    walk w = {iqdb_dim(db), 0};
-    int r = iqdb_foreach(db, visit, &w);
-    if (r != 0)
-        die("iqdb_foreach", r);
-    if (w.n != iqdb_count(db))
-        die("iqdb_foreach visited a count other than iqdb_count", -1);
-    float q[DIM] = {0};
-    iqdb_results *res = NULL;
-    if ((r = iqdb_search(db, q, DIM, 5, NULL, NULL, &res)) != 0)
-        die("iqdb_search", r);
-    for (size_t i = 0; i < iqdb_results_count(res, 0); i++) {
-        int g = iqdb_get(db, iqdb_results_hits(res, 0)[i].id, q, DIM, NULL);
-        if (g != 0)
-            die("iqdb_get of a search hit", g);
-    }
-    iqdb_results_free(res);
 }
 
 /* ---- seeds -------------------------------------------------------------- */
@@ -245,7 +156,7 @@ static void write_seeds(const char *out)
     for (int f = 0; f < 16; f += 2) { /* every flag but raw */
         s.p[0] = (uint8_t)f;
         snprintf(path, sizeof path, "%s/seed-framed-%d", out, f);
-        spit(path, s.p, s.len);
+        fz_spit(path, s.p, s.len);
     }
     /* Raw: the same log framed, as a file. */
     size_t wl;
@@ -254,7 +165,7 @@ static void write_seeds(const char *out)
     r[0] = 1;
     memcpy(r + 1, w, wl);
     snprintf(path, sizeof path, "%s/seed-raw", out);
-    spit(path, r, wl + 1);
+    fz_spit(path, r, wl + 1);
     free(w);
     free(r);
     iqdb__buf_free(&s);
@@ -264,20 +175,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (getenv("IQDB_LOG") == NULL)
-        setenv("IQDB_LOG", "0", 1); /* damage warnings are expected */
     const char *seeds = getenv("FUZZ_WAL_SEEDS");
     if (seeds != NULL) {
         write_seeds(seeds);
         printf("seeds written to %s\n", seeds);
         exit(0);
     }
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(dir, sizeof dir, "%s/fuzz_wal.XXXXXX", base);
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    fz_scratch(dir, sizeof dir);
     snprintf(snap, sizeof snap, "%s/snapshot", dir);
     snprintf(wal, sizeof wal, "%s/wal", dir);
     snprintf(wal_old, sizeof wal_old, "%s/wal.old", dir);
@@ -287,11 +191,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     iqdb *db;
     int r = iqdb_open(dir, c, &db);
     if (r != 0)
-        die("creating the scratch database", r);
+        fz_die("creating the scratch database", r);
     iqdb_config_free(c);
     if ((r = iqdb_close(db)) != 0)
-        die("closing the scratch database", r);
-    snap_bytes = slurp(snap, &snap_len);
+        fz_die("closing the scratch database", r);
+    snap_bytes = fz_slurp(snap, &snap_len);
     return 0;
 }
 
@@ -302,15 +206,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t flags = data[0];
     unlink(wal_old);
     unlink(tmp);
-    spit(snap, snap_bytes, snap_len);
+    fz_spit(snap, snap_bytes, snap_len);
     if (flags & 1) {
-        spit(wal, data + 1, size - 1);
+        fz_spit(wal, data + 1, size - 1);
     } else {
         size_t wl;
         uint8_t *w = frame_all(data + 1, size - 1, flags & 8, &wl);
         if (w == NULL)
             return 0;
-        spit(wal, w, wl);
+        fz_spit(wal, w, wl);
         free(w);
     }
     iqdb_config *c = iqdb_config_new(0, (iqdb_metric)0);
@@ -318,21 +222,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     iqdb_config_set_strict_recovery(c, (flags & 2) != 0);
     iqdb *db = NULL;
     int r = iqdb_open(dir, c, &db);
-    allowed("read-only iqdb_open", r);
+    fz_allowed("read-only iqdb_open", r, 0);
     if (r == 0) {
-        exercise(db);
+        fz_walk(db, 1);
         if ((r = iqdb_close(db)) != 0)
-            die("read-only iqdb_close", r);
+            fz_die("read-only iqdb_close", r);
     }
-    allowed("iqdb_check", iqdb_check(dir, NULL, NULL, NULL));
+    fz_allowed("iqdb_check", iqdb_check(dir, NULL, NULL, NULL), 0);
     if (flags & 4) {
         iqdb_config_set_readonly(c, 0);
         r = iqdb_open(dir, c, &db);
-        allowed("writable iqdb_open", r);
+        fz_allowed("writable iqdb_open", r, 0);
         if (r == 0) {
-            exercise(db);
+            fz_walk(db, 1);
             if ((r = iqdb_close(db)) != 0)
-                die("writable iqdb_close", r);
+                fz_die("writable iqdb_close", r);
         }
     }
     iqdb_config_free(c);

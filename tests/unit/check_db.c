@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -235,6 +236,39 @@ START_TEST(test_db_validation)
     ck_assert_int_eq(iqdb_get(db, iqdb_id_u64(1), out, 2, NULL), IQDB_EDIM);
     assert_unchanged(db);
     iqdb_close(db);
+}
+END_TEST
+
+/* The finite check looks at several elements at a time: a NaN or an
+ * infinity in any lane, at any position, in any dimension, is found and
+ * named, and no finite value (the largest, the smallest subnormal, minus
+ * zero) is taken for one. */
+START_TEST(test_db_nonfinite_every_position)
+{
+    const float bad[4] = {NAN, -NAN, INFINITY, -INFINITY};
+    const float fine[5] = {FLT_MAX, -FLT_MAX, 1e-45f, -0.0f, FLT_MIN};
+    float v[40];
+    char want[64];
+    for (uint32_t dim = 1; dim <= 40; dim++) {
+        iqdb *db = tu_open(dim, IQDB_METRIC_EUCLIDEAN, NULL);
+        iqdb_results *r = NULL;
+        for (uint32_t i = 0; i < dim; i++)
+            v[i] = fine[i % 5];
+        ck_assert_int_eq(iqdb_search(db, v, dim, 1, NULL, NULL, &r), 0);
+        iqdb_results_free(r);
+        for (uint32_t p = 0; p < dim; p++) {
+            for (int b = 0; b < 4; b++) {
+                v[p] = bad[b];
+                ck_assert_int_eq(iqdb_search(db, v, dim, 1, NULL, NULL, &r),
+                                 IQDB_ENONFINITE);
+                snprintf(want, sizeof want, "element %u is %s", p,
+                         b < 2 ? "NaN" : "infinite");
+                ck_assert_ptr_nonnull(strstr(iqdb_errmsg(db), want));
+                v[p] = fine[p % 5];
+            }
+        }
+        iqdb_close(db);
+    }
 }
 END_TEST
 
@@ -810,6 +844,7 @@ static Suite *db_suite(void)
         {"byte_ids", test_db_byte_ids},
         {"slot_reuse", test_db_slot_reuse},
         {"validation", test_db_validation},
+        {"nonfinite_every_position", test_db_nonfinite_every_position},
         {"errmsg_per_handle", test_db_errmsg_per_handle},
         {"batch_all_or_nothing", test_db_batch_all_or_nothing},
         {"ties_by_insertion_order", test_db_ties_by_insertion_order},

@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "iqdb_int.h"
 
@@ -81,6 +83,54 @@ void *iqdb__aligned_alloc(size_t alignment, size_t size)
 void iqdb__aligned_free(void *p)
 {
     free(p);
+}
+
+#define HUGE_BYTES ((size_t)2 << 20)
+
+static size_t page_round(size_t size)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t page = pg > 0 ? (size_t)pg : 4096;
+    if (size == 0)
+        size = 1;
+    return size > SIZE_MAX - page ? 0 : (size + page - 1) / page * page;
+}
+
+void *iqdb__pages_alloc(size_t size)
+{
+    if (should_fail())
+        return NULL;
+    size_t len = page_round(size);
+    int huge = len >= HUGE_BYTES;
+    /* Map 2 MiB more than asked and trim both ends to a 2 MiB boundary
+     * (a huge page needs an aligned 2 MiB of the mapping). */
+    size_t want = huge ? len + HUGE_BYTES : len;
+    if (len == 0 || want < len)
+        return NULL;
+    char *m = mmap(NULL, want, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (!huge)
+        return m;
+    uintptr_t at = ((uintptr_t)m + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1);
+    char *p = (char *)at;
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    if (p + len < m + want)
+        munmap(p + len, (size_t)(m + want - (p + len)));
+#ifdef MADV_HUGEPAGE
+    /* Advice only: where huge pages are off, the region just stays in
+     * small pages. */
+    madvise(p, len, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+void iqdb__pages_free(void *p, size_t size)
+{
+    if (p != NULL)
+        munmap(p, page_round(size));
 }
 
 char *iqdb__strdup(const char *s)

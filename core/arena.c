@@ -2,7 +2,9 @@
  * core/arena.c - the chunked vector arena.
  *
  * Chunks hold 2^chunk_shift vectors each, sized near 1 MiB, 64-byte
- * aligned; a slot's stride is the dimension rounded up to 8 floats so
+ * aligned, carved from a few large anonymous mappings (extents) that
+ * start zeroed and take huge pages where the kernel offers them; a slot's
+ * stride is the dimension rounded up to 8 floats so
  * every vector starts on a 32-byte boundary. Chunks never move, so
  * pointers handed to index plugins stay valid while the arena grows.
  * After a reopen the whole chunks may lie in a private mapping of the
@@ -17,6 +19,8 @@
 #include "iqdb_int.h"
 
 #define CHUNK_TARGET_BYTES (1u << 20)
+#define EXTENT_MAX_BYTES ((size_t)256 << 20)
+#define EXTENT_HUGE_BYTES ((size_t)2 << 20)
 
 int iqdb__arena_init(iqdb_arena *a, uint32_t dim)
 {
@@ -33,8 +37,9 @@ int iqdb__arena_init(iqdb_arena *a, uint32_t dim)
 
 void iqdb__arena_destroy(iqdb_arena *a)
 {
-    for (size_t i = a->nmapped; i < a->nchunks; i++)
-        iqdb__aligned_free(a->chunks[i]);
+    for (size_t i = 0; i < a->n_ext; i++)
+        iqdb__pages_free(a->ext[i].p, a->ext[i].len);
+    iqdb__free(a->ext);
     if (a->map != NULL)
         munmap(a->map, a->map_len);
     iqdb__free(a->chunks);
@@ -75,6 +80,46 @@ uint64_t iqdb__arena_map(iqdb_arena *a, int fd, uint64_t off, uint64_t limit)
     return (uint64_t)full << a->chunk_shift;
 }
 
+/* Map the next extent: room for at least `missing` chunks of `bytes`,
+ * and for as many chunks as the arena already has (so the number of
+ * extents grows with the logarithm of the size), but no more than about
+ * EXTENT_MAX_BYTES beyond what is missing. */
+static int new_extent(iqdb_arena *a, size_t missing, size_t bytes)
+{
+    size_t k = a->nchunks > missing ? a->nchunks : missing;
+    size_t kmax = EXTENT_MAX_BYTES / bytes;
+    if (kmax < missing)
+        kmax = missing;
+    if (k > kmax)
+        k = kmax;
+    size_t len;
+    if (iqdb__mul_size(k, bytes, &len) != 0)
+        return IQDB_ENOMEM;
+    /* A region of 2 MiB or more gets whole 2 MiB pages: fill them. */
+    if (len >= EXTENT_HUGE_BYTES && len % EXTENT_HUGE_BYTES != 0 &&
+        len <= SIZE_MAX - EXTENT_HUGE_BYTES) {
+        len = (len / EXTENT_HUGE_BYTES + 1) * EXTENT_HUGE_BYTES;
+        k = len / bytes;
+    }
+    if (a->n_ext == a->ext_cap) {
+        size_t cap = a->ext_cap ? a->ext_cap * 2 : 8;
+        struct iqdb_extent *t = iqdb__realloc(a->ext, cap * sizeof *t);
+        if (t == NULL)
+            return IQDB_ENOMEM;
+        a->ext = t;
+        a->ext_cap = cap;
+    }
+    void *p = iqdb__pages_alloc(len);
+    if (p == NULL)
+        return IQDB_ENOMEM;
+    a->ext[a->n_ext].p = p;
+    a->ext[a->n_ext].len = len;
+    a->n_ext++;
+    a->spare = p;
+    a->nspare = k;
+    return 0;
+}
+
 int iqdb__arena_reserve(iqdb_arena *a, uint64_t limit)
 {
     size_t per = (size_t)1 << a->chunk_shift;
@@ -94,13 +139,16 @@ int iqdb__arena_reserve(iqdb_arena *a, uint64_t limit)
     size_t bytes;
     if (iqdb__mul_size(per * sizeof(float), a->stride, &bytes) != 0)
         return IQDB_ENOMEM;
+    /* Chunks start 64-byte aligned, like the mapped ones. */
+    bytes = (bytes + 63) & ~(size_t)63;
     while (a->nchunks < need) {
-        float *c = iqdb__aligned_alloc(64, bytes);
-        if (c == NULL)
+        if (a->nspare == 0 && new_extent(a, need - a->nchunks, bytes) != 0)
             return IQDB_ENOMEM;
-        /* Zero the padding so whole strides are well defined. */
-        memset(c, 0, bytes);
-        a->chunks[a->nchunks++] = c;
+        /* Fresh anonymous memory reads as zeros, padding included, so
+         * whole strides are well defined without clearing them here. */
+        a->chunks[a->nchunks++] = (float *)a->spare;
+        a->spare += bytes;
+        a->nspare--;
     }
     return 0;
 }

@@ -28,6 +28,14 @@ void *iqdb__realloc(void *p, size_t size);
 void iqdb__free(void *p);
 void *iqdb__aligned_alloc(size_t alignment, size_t size);
 void iqdb__aligned_free(void *p);
+/* Zeroed memory straight from the kernel (an anonymous mapping), for the
+ * vector arena: nothing to clear by hand, pages arrive on first touch, and
+ * a region of 2 MiB or more is 2 MiB-aligned and asks for transparent huge
+ * pages, so filling it takes one fault per 2 MiB rather than per 4 KiB.
+ * size is rounded up to whole pages; free with the same size. Counts as
+ * an allocation for fault injection. */
+void *iqdb__pages_alloc(size_t size);
+void iqdb__pages_free(void *p, size_t size);
 char *iqdb__strdup(const char *s);
 void *iqdb__memdup(const void *p, size_t len);
 /* Fault injection: after n more successful allocations every allocation
@@ -73,6 +81,17 @@ typedef struct iqdb_arena {
     float **chunks;
     size_t nchunks;   /* chunks allocated */
     size_t chunk_cap; /* entries in the chunks table */
+    /* Chunks are carved from extents, anonymous mappings of several
+     * chunks each (iqdb__pages_alloc), each at least as large as all the
+     * chunks before it up to a cap: few mappings, huge pages where the
+     * kernel gives them, and untouched room costs address space only. */
+    struct iqdb_extent {
+        void *p;
+        size_t len;
+    } *ext;
+    size_t n_ext, ext_cap;
+    char *spare;   /* the next unused chunk of the last extent */
+    size_t nspare; /* unused chunks left there */
     void *map;        /* the first nmapped chunks lie in this private file
                          mapping (iqdb__arena_map), NULL when none */
     size_t map_len;

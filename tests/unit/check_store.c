@@ -89,6 +89,55 @@ START_TEST(test_store_arena_stable_addresses)
 }
 END_TEST
 
+/* Chunks are carved from a few extents: every new slot's whole stride
+ * (padding included) reads as zeros with nothing cleared by hand, chunks
+ * start 64-byte aligned and never overlap, the number of extents grows
+ * with the logarithm of the size, and a failed allocation part-way leaves
+ * the arena usable with every earlier slot intact. */
+START_TEST(test_store_arena_extents)
+{
+    const uint32_t dims[3] = {5, 256, 3000};
+    for (int k = 0; k < 3; k++) {
+        iqdb_arena a;
+        iqdb__arena_init(&a, dims[k]);
+        uint64_t per = (uint64_t)1 << a.chunk_shift, limit = 0;
+        /* Grow one slot at a time at first, then by large steps. */
+        for (int step = 0; step < 28; step++) {
+            uint64_t next = limit + (step < 20 ? 1 : per * 3 + 1);
+            ck_assert_int_eq(iqdb__arena_reserve(&a, next), 0);
+            for (uint64_t slot = limit; slot < next; slot++) {
+                float *v = iqdb__arena_at(&a, slot);
+                uint32_t any = 0;
+                for (size_t j = 0; j < a.stride; j++)
+                    any |= ((const uint32_t *)(void *)v)[j];
+                ck_assert_uint_eq(any, 0);
+                for (size_t j = 0; j < dims[k]; j++)
+                    v[j] = (float)(slot * 7 + j);
+            }
+            limit = next;
+        }
+        for (size_t c = 0; c < a.nchunks; c++)
+            ck_assert_uint_eq((uintptr_t)a.chunks[c] % 64, 0);
+        ck_assert_uint_le(a.n_ext, 2 + 64 - (size_t)__builtin_clzll(a.nchunks) +
+                                       a.nchunks * per * a.stride * 4 /
+                                           ((size_t)256 << 20));
+        /* An allocation failure while growing: ENOMEM, nothing lost. */
+        uint64_t big = limit + per * 4096;
+        iqdb__alloc_fail_after(0);
+        int r = iqdb__arena_reserve(&a, big);
+        iqdb__alloc_fail_after(-1);
+        ck_assert_int_eq(r, IQDB_ENOMEM);
+        ck_assert_int_eq(iqdb__arena_reserve(&a, limit + per + 1), 0);
+        for (uint64_t slot = 0; slot < limit; slot++) {
+            const float *v = iqdb__arena_at(&a, slot);
+            for (size_t j = 0; j < dims[k]; j += 97)
+                ck_assert_float_eq(v[j], (float)(slot * 7 + j));
+        }
+        iqdb__arena_destroy(&a);
+    }
+}
+END_TEST
+
 START_TEST(test_store_reserve_then_infallible)
 {
     iqdb_store s;
@@ -140,6 +189,7 @@ static Suite *store_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("arena");
     tcase_add_test(tc, test_store_arena_stable_addresses);
+    tcase_add_test(tc, test_store_arena_extents);
     suite_add_tcase(s, tc);
     tc = tcase_create("slots");
     tcase_add_test(tc, test_store_reserve_then_infallible);

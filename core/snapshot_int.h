@@ -67,6 +67,10 @@ typedef struct iqdb_snap_job iqdb_snap_job;
 int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
                            uint64_t last_seq, iqdb_snap_job **out);
 int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir);
+/* Non-zero (the default): commit writes aligned raw vector chunks with
+ * O_DIRECT where the file system allows it. Tests turn it off to compare
+ * the two paths; the files are byte-identical either way. */
+extern int iqdb__snapshot_direct;
 void iqdb__snapshot_job_free(iqdb_snap_job *j);
 /* The job's slot bitmap (bit i of byte i/8: slot i was live) and the
  * number of slots it covers, for iqdb__store_pin. */

@@ -934,7 +934,7 @@ static void fail_through(iqdb_durable *d, uint64_t upto, int r,
  * a sync and cost one wake-up each, not a hand-over of the mutex per
  * write. Under the other policies a writer applies the queue up to its
  * own write. */
-static int logged_write(iqdb *db, iqdb_buf *payload, uint32_t crc,
+static int logged_write(iqdb *db, iqdb_buf *payload,
                         int (*apply)(iqdb *, void *), void *arg)
 {
     static const unsigned char zeros[8];
@@ -957,7 +957,7 @@ static int logged_write(iqdb *db, iqdb_buf *payload, uint32_t crc,
         frame_buf_give(d, payload);
         return r;
     }
-    r = iqdb__wal_write_framed_crc(d->wal, payload->p, len, crc, len, &seq);
+    r = iqdb__wal_write_framed(d->wal, payload->p, len, &seq);
     if (r != 0) {
         iqdb__retag_error(d->wal, db);
         /* The log cuts the failed frame back and takes no more frames,
@@ -1062,10 +1062,9 @@ int iqdb__durable_upsert(iqdb *db, const iqdb_record *recs, size_t n,
 {
     iqdb_buf b;
     frame_buf_take(db->dur, &b);
-    uint32_t crc = 0;
-    iqdb__enc_upserts(&b, recs, n, dim, &crc);
+    iqdb__enc_upserts(&b, recs, n, dim);
     upsert_arg a = {recs, n};
-    return logged_write(db, &b, crc, apply_upsert_cb, &a);
+    return logged_write(db, &b, apply_upsert_cb, &a);
 }
 
 int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
@@ -1073,11 +1072,8 @@ int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
     iqdb_buf b;
     frame_buf_take(db->dur, &b);
     iqdb__enc_delete(&b, id);
-    uint32_t crc = b.oom ? 0
-                         : iqdb__crc32c(0, b.p + IQDB_WAL_FRAME_HDR,
-                                        b.len - IQDB_WAL_FRAME_HDR);
     delete_arg a = {id, was_present};
-    return logged_write(db, &b, crc, apply_delete_cb, &a);
+    return logged_write(db, &b, apply_delete_cb, &a);
 }
 
 /* ---- compaction ------------------------------------------------------------------ */

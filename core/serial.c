@@ -25,7 +25,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "durable_int.h"
 #include "iqdb_int.h"
 #include "serial_int.h"
 
@@ -347,9 +346,8 @@ corrupt:
 /* ---- record batches ------------------------------------------------------- */
 
 void iqdb__enc_upserts(iqdb_buf *b, const iqdb_record *recs, size_t n,
-                       uint32_t dim, uint32_t *crc)
+                       uint32_t dim)
 {
-    size_t done = b->len;
     iqdb__buf_u8(b, IQDB_OP_UPSERT);
     iqdb__buf_u32(b, dim);
     iqdb__buf_u32(b, (uint32_t)n);
@@ -359,13 +357,7 @@ void iqdb__enc_upserts(iqdb_buf *b, const iqdb_record *recs, size_t n,
         if (recs[i].meta != NULL)
             iqdb__enc_meta(b, recs[i].meta);
         iqdb__buf_f32s(b, recs[i].vector, dim);
-        if (crc != NULL && !b->oom) {
-            *crc = iqdb__crc32c(*crc, b->p + done, b->len - done);
-            done = b->len;
-        }
     }
-    if (crc != NULL && !b->oom)
-        *crc = iqdb__crc32c(*crc, b->p + done, b->len - done);
 }
 
 void iqdb__enc_delete(iqdb_buf *b, iqdb_id id)

@@ -58,11 +58,8 @@ typedef struct iqdb_batch {
     float *vecs;
 } iqdb_batch;
 
-/* Appends to b. With crc non-NULL, *crc is carried on (iqdb__crc32c)
- * over the bytes appended, record by record while each is still in the
- * cache. */
 void iqdb__enc_upserts(iqdb_buf *b, const iqdb_record *recs, size_t n,
-                       uint32_t dim, uint32_t *crc);
+                       uint32_t dim);
 void iqdb__enc_delete(iqdb_buf *b, iqdb_id id);
 /* Decode a batch of dimension want_dim (deletes carry none). Returns 0,
  * IQDB_ECORRUPT with *why naming the problem, or IQDB_ENOMEM. */

@@ -1016,11 +1016,7 @@ static int too_long(iqdb_wal *w, size_t len)
                            w->path, len, IQDB_WAL_MAX_PAYLOAD);
 }
 
-/* crc: the payload's checksum as far as the caller computed it, over
- * its first `done` bytes (0 and 0: none); the rest and the padding are
- * added here. */
-static int frame_seal(iqdb_wal *w, unsigned char *f, size_t len,
-                      uint32_t crc, size_t done)
+static int frame_seal(iqdb_wal *w, unsigned char *f, size_t len)
 {
     if (len > IQDB_WAL_MAX_PAYLOAD)
         return too_long(w, len);
@@ -1029,7 +1025,7 @@ static int frame_seal(iqdb_wal *w, unsigned char *f, size_t len,
     memset(f + FRAME_HDR + len, 0, padded - len);
     put32(f, FRAME_MARK);
     put32(f + 4, (uint32_t)len);
-    put32(f + 24, iqdb__crc32c(crc, f + FRAME_HDR + done, padded - done));
+    put32(f + 24, iqdb__crc32c(0, f + FRAME_HDR, padded));
     return 0;
 }
 
@@ -1047,7 +1043,7 @@ static int frame_build(iqdb_wal *w, const void *payload, size_t len,
                                w->path, len);
     if (len > 0)
         memcpy(f + FRAME_HDR, payload, len);
-    frame_seal(w, f, len, 0, 0);
+    frame_seal(w, f, len);
     *out = f;
     *size = FRAME_HDR + padded;
     return 0;
@@ -1204,16 +1200,10 @@ size_t iqdb__wal_frame_size(size_t len)
 int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
                            uint64_t *seq)
 {
-    return iqdb__wal_write_framed_crc(w, buf, len, 0, 0, seq);
-}
-
-int iqdb__wal_write_framed_crc(iqdb_wal *w, unsigned char *buf, size_t len,
-                               uint32_t crc, size_t done, uint64_t *seq)
-{
-    if (w == NULL || buf == NULL || done > len)
+    if (w == NULL || buf == NULL)
         return iqdb__set_error(w, IQDB_EINVAL,
-                               "iqdb__wal_write_framed: bad argument");
-    int rc = frame_seal(w, buf, len, crc, done);
+                               "iqdb__wal_write_framed: NULL argument");
+    int rc = frame_seal(w, buf, len);
     if (rc != 0)
         return rc;
     uint64_t s = 0;

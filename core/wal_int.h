@@ -234,12 +234,6 @@ int iqdb__wal_wait(iqdb_wal *w, uint64_t seq);
 size_t iqdb__wal_frame_size(size_t len); /* padded payload: len to 8 */
 int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
                            uint64_t *seq);
-/* The same, with the payload's CRC32C (iqdb__crc32c from 0) over its
- * first `done` bytes already computed by the caller, who checksummed them
- * as they were built, while they were in the cache; the log checksums
- * only the rest and the padding. */
-int iqdb__wal_write_framed_crc(iqdb_wal *w, unsigned char *buf, size_t len,
-                               uint32_t crc, size_t done, uint64_t *seq);
 
 /* Make every frame written so far durable. 0 or an error code. */
 int iqdb__wal_sync(iqdb_wal *w);

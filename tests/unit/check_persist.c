@@ -2095,7 +2095,7 @@ static void log_record(iqdb_wal *w, uint64_t i)
     iqdb_record rec = {id, v, m};
     iqdb_buf b;
     iqdb__buf_init(&b);
-    iqdb__enc_upserts(&b, &rec, 1, DIM, NULL);
+    iqdb__enc_upserts(&b, &rec, 1, DIM);
     ck_assert_int_eq(iqdb__wal_append(w, b.p, b.len, NULL), 0);
     iqdb__buf_free(&b);
     iqdb_meta_free(m);

@@ -73,7 +73,7 @@ uint64_t iqdb__arena_map(iqdb_arena *a, int fd, uint64_t off, uint64_t limit)
         return 0;
     madvise(m, len, MADV_WILLNEED);
     for (size_t i = 0; i < full; i++)
-        a->chunks[i] = (float *)((char *)m + i * bytes);
+        a->chunks[i] = (float *)(void *)((char *)m + i * bytes);
     a->map = m;
     a->map_len = len;
     a->nchunks = a->nmapped = full;
@@ -146,7 +146,7 @@ int iqdb__arena_reserve(iqdb_arena *a, uint64_t limit)
             return IQDB_ENOMEM;
         /* Fresh anonymous memory reads as zeros, padding included, so
          * whole strides are well defined without clearing them here. */
-        a->chunks[a->nchunks++] = (float *)a->spare;
+        a->chunks[a->nchunks++] = (float *)(void *)a->spare;
         a->spare += bytes;
         a->nspare--;
     }

@@ -1272,7 +1272,7 @@ static int load_records(iqdb *db, iqdb_snapshot *sn, const iqdb_codec_ops *codec
 {
     iqdb_store *st = &db->store;
     void *ids = NULL, *ord = NULL, *meta = NULL;
-    size_t nids, nord, nmeta;
+    size_t nids = 0, nord = 0, nmeta = 0;
     const iqdb_snap_section *si = iqdb__snapshot_find(sn, IQDB_SEC_IDS);
     const iqdb_snap_section *sm = iqdb__snapshot_find(sn, IQDB_SEC_META);
     if (si == NULL || sm == NULL)

@@ -957,11 +957,19 @@ static ssize_t io_pwrite(int fd, const void *buf, size_t n, off_t off)
          * that hits EIO or ENOSPC part-way does; callers must cope with
          * the partial bytes. */
         int e = errno;
-        if (n > 1) {
+        size_t half = n / 2;
+#ifdef O_DIRECT
+        /* On a descriptor opened with O_DIRECT, a prefix the device
+         * could have taken: whole blocks. */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && (fl & O_DIRECT))
+            half &= ~(size_t)4095;
+#endif
+        if (half > 0) {
             if (armed())
-                pl_pwrite(fd, buf, n / 2, off);
+                pl_pwrite(fd, buf, half, off);
             else
-                real_pwrite(fd, buf, n / 2, off);
+                real_pwrite(fd, buf, half, off);
         }
         errno = e;
         return -1;

@@ -73,6 +73,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -217,7 +218,7 @@ static void w_bytes(writer *w, const void *p, size_t n, uint32_t *crc)
 #define DIRECT_ALIGN 4096u
 #define RUN_MAX ((size_t)8 << 20)
 
-int iqdb__snapshot_direct = 1;
+atomic_int iqdb__snapshot_direct = 1;
 
 static int direct_ok(const writer *w, const void *p, size_t n)
 {
@@ -608,7 +609,8 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
 #ifdef O_DIRECT
     /* Raw vectors only (compressed blocks are not aligned); where the
      * file system refuses O_DIRECT, everything takes the page cache. */
-    if (codec == NULL && j->limit > 0 && iqdb__snapshot_direct)
+    if (codec == NULL && j->limit > 0 &&
+        atomic_load(&iqdb__snapshot_direct))
         w.dfd = io->open(tmp, O_WRONLY | O_DIRECT | O_CLOEXEC, 0);
 #endif
     section secs[MAX_SECTIONS];

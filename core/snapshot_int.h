@@ -6,6 +6,7 @@
 #define IQDB_SNAPSHOT_INT_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "iqdb_int.h"
@@ -70,7 +71,7 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir);
 /* Non-zero (the default): commit writes aligned raw vector chunks with
  * O_DIRECT where the file system allows it. Tests turn it off to compare
  * the two paths; the files are byte-identical either way. */
-extern int iqdb__snapshot_direct;
+extern atomic_int iqdb__snapshot_direct;
 void iqdb__snapshot_job_free(iqdb_snap_job *j);
 /* The job's slot bitmap (bit i of byte i/8: slot i was live) and the
  * number of slots it covers, for iqdb__store_pin. */

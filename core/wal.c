@@ -137,6 +137,11 @@ _Static_assert(HDR_SIZE == IQDB_WAL_HDR_SIZE, "wal_int.h agrees");
 #define PREALLOC_MIN ((uint64_t)64 << 10) /* first extension of a log */
 #define BIG_FRAME ((uint64_t)1 << 20) /* appended past the end as is */
 #define KICK_PIECE ((size_t)512 << 10) /* see frame_write */
+#ifdef HAVE_SYNC_FILE_RANGE
+#define KICK_PIECES 1
+#else
+#define KICK_PIECES 0 /* no way to start a write-back: one write */
+#endif
 
 struct iqdb_wal {
     pthread_mutex_t mu;
@@ -1120,7 +1125,7 @@ static int frame_write(iqdb_wal *w, unsigned char *f, size_t size,
     uint64_t at = w->end;
     const char *op = "write";
     int e = 0;
-    if (w->sync == IQDB_WAL_ALWAYS && size > KICK_PIECE) {
+    if (KICK_PIECES && w->sync == IQDB_WAL_ALWAYS && size > KICK_PIECE) {
         /* A large frame under ALWAYS is written in pieces, each handed to
          * the device at once, so the disk writes one piece while the next
          * is copied and the sync that follows waits for the last piece

@@ -121,13 +121,31 @@ START_TEST(test_store_arena_extents)
         ck_assert_uint_le(a.n_ext, 2 + 64 - (size_t)__builtin_clzll(a.nchunks) +
                                        a.nchunks * per * a.stride * 4 /
                                            ((size_t)256 << 20));
-        /* An allocation failure while growing: ENOMEM, nothing lost. */
-        uint64_t big = limit + per * 4096;
-        iqdb__alloc_fail_after(0);
-        int r = iqdb__arena_reserve(&a, big);
-        iqdb__alloc_fail_after(-1);
-        ck_assert_int_eq(r, IQDB_ENOMEM);
-        ck_assert_int_eq(iqdb__arena_reserve(&a, limit + per + 1), 0);
+        /* Allocation failures while growing: the n-th allocation of a
+         * reserve that needs a new extent fails, for every n up to the
+         * reserve's success (the chunk table, the extent table, the
+         * extent itself): ENOMEM, and nothing lost. Ten times over, so
+         * the extent table grows too. */
+        int failures = 0;
+        for (int round = 0; round < 10; round++) {
+            uint64_t full = (uint64_t)(a.nchunks + a.nspare) * per;
+            ck_assert_int_eq(iqdb__arena_reserve(&a, full), 0);
+            ck_assert_uint_eq(a.nspare, 0);
+            size_t ext = a.n_ext;
+            for (long n = 0;; n++) {
+                iqdb__alloc_fail_after(n);
+                int r = iqdb__arena_reserve(&a, full + 1);
+                iqdb__alloc_fail_after(-1);
+                if (r == 0)
+                    break;
+                ck_assert_int_eq(r, IQDB_ENOMEM);
+                ck_assert_uint_eq(a.nchunks, full / per);
+                failures++;
+            }
+            ck_assert_uint_eq(a.n_ext, ext + 1);
+        }
+        ck_assert_int_ge(failures, 10);
+        ck_assert_uint_ge(a.ext_cap, 16); /* the extent table grew */
         for (uint64_t slot = 0; slot < limit; slot++) {
             const float *v = iqdb__arena_at(&a, slot);
             for (size_t j = 0; j < dims[k]; j += 97)

@@ -2997,9 +2997,21 @@ START_TEST(test_persist_snapshot_direct_power_loss)
 }
 END_TEST
 
-/* Automatic compactions written direct on their own thread while the
- * writer goes on (256-d, deletes and updates included): every record
- * reads back exact, before and after a reopen. */
+/* An automatic compaction written direct on its own thread while the
+ * writer goes on (256-d: whole chunks from the arena, gathered). It is
+ * held in the hook before it writes; meanwhile records it must hold are
+ * deleted (their slots held back by the pin) or updated (new slots), and
+ * new records take the slots that were already dead when it started.
+ * Its snapshot, opened alone, must be the state at its start: original
+ * vectors, deleted records present, no new ones, and zeros (a staged
+ * chunk) where the slots dead at its start were reused. */
+static void dput(iqdb *db, uint64_t id, uint64_t seed)
+{
+    float v[256];
+    dvec(256, seed, v);
+    ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(id), v, 256, NULL), 0);
+}
+
 START_TEST(test_persist_snapshot_direct_background)
 {
     char dir[512];
@@ -3008,39 +3020,116 @@ START_TEST(test_persist_snapshot_direct_background)
     iqdb_config_set_compact_bytes(c, (uint64_t)3 << 20);
     iqdb *db;
     ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    hook_arm();
     static float vs[500 * 256];
     iqdb_record recs[500];
-    const uint64_t n = 12000;
-    for (uint64_t b = 0; b < n; b += 500) {
+    const uint64_t limit = (uint64_t)3 << 20;
+    uint64_t next = 0;
+    iqdb_stats st;
+    /* Fill the log to just under the threshold: batches, then single
+     * records. Then slots 2100-2109 die, and deletes from the top push
+     * the log over: no record is added between those deletes and the
+     * compaction's start, so those slots are still dead there. */
+    for (;;) {
+        ck_assert_int_eq(iqdb_stat(db, &st), 0);
+        if (st.wal_bytes + 600000 > limit)
+            break;
         for (uint64_t i = 0; i < 500; i++) {
-            dvec(256, b + i, vs + i * 256);
-            recs[i].id = iqdb_id_u64(b + i);
+            dvec(256, next + i, vs + i * 256);
+            recs[i].id = iqdb_id_u64(next + i);
             recs[i].vector = vs + i * 256;
             recs[i].meta = NULL;
         }
         ck_assert_int_eq(iqdb_upsert_batch(db, recs, 500, 256), 0);
-        /* Delete and rewrite some earlier records while a compaction
-         * may be writing: updates take new slots, deletes free them. */
-        for (uint64_t i = b / 2; i < b / 2 + 40 && i < b; i++) {
-            if (direct_dead(n, i))
-                ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(i), NULL), 0);
-            else {
-                float v[256];
-                dvec(256, i, v);
-                ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(i), v, 256,
-                                             NULL),
-                                 0);
-            }
+        next += 500;
+    }
+    for (;;) {
+        ck_assert_int_eq(iqdb_stat(db, &st), 0);
+        if (st.wal_bytes + 4000 > limit)
+            break;
+        dput(db, next, next);
+        next++;
+    }
+    ck_assert(!hook_is_parked());
+    ck_assert_uint_ge(next, 2200);
+    for (uint64_t i = 2100; i < 2110; i++)
+        ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(i), NULL), 0);
+    uint64_t top = next;
+    /* The log is rotated in the write that starts the compaction, before
+     * its thread reaches the hook. */
+    while (!file_exists(dir, "wal.old")) {
+        ck_assert_uint_gt(top, 2300);
+        top--;
+        ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(top), NULL), 0);
+    }
+    for (int t = 0; t < 2000 && !hook_is_parked(); t++)
+        usleep(1000);
+    ck_assert(hook_is_parked());
+    /* The snapshot holds [0, top) but 2100-2109. */
+    uint64_t held = top;
+    for (uint64_t i = 10; i < 20; i++)
+        ck_assert_int_eq(iqdb_delete(db, iqdb_id_u64(i), NULL), 0);
+    for (uint64_t i = 40; i < 50; i++)
+        dput(db, i, i + 777777);
+    for (uint64_t i = 100000; i < 100100; i++)
+        dput(db, i, i);
+    hook_let_go();
+    for (int t = 0; t < 2000 && file_exists(dir, "wal.old"); t++)
+        usleep(5000);
+    ck_assert(!file_exists(dir, "wal.old"));
+    /* The snapshot alone. */
+    char snap[600], copy[600];
+    ck_assert_int_eq(mkdir(path("snaponly"), 0755), 0);
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    snprintf(copy, sizeof copy, "%s/snapshot", path("snaponly"));
+    size_t n;
+    unsigned char *b = slurp(snap, &n);
+    spit(copy, b, n);
+    /* Slots 2100-2109 (dead at the start, reused since): zeros. */
+    const unsigned char *ent = sec_entry(b, IQDB_SEC_VECTORS);
+    uint64_t off = get_le64(ent + 8) + 2100 * 1024;
+    ck_assert_uint_le(off + 10 * 1024, n);
+    unsigned char any = 0;
+    for (uint64_t k = 0; k < 10 * 1024; k++)
+        any |= b[off + k];
+    ck_assert_uint_eq(any, 0);
+    free(b);
+    iqdb *so;
+    ck_assert_int_eq(iqdb_open(path("snaponly"), c, &so), 0);
+    ck_assert_uint_eq(iqdb_count(so), held - 10);
+    float v[256], got[256];
+    ck_assert_int_eq(iqdb_get(so, iqdb_id_u64(top), got, 256, NULL),
+                     IQDB_ENOTFOUND);
+    for (uint64_t i = 0; i < held; i++) {
+        int live = i < 2100 || i >= 2110;
+        ck_assert_int_eq(iqdb_get(so, iqdb_id_u64(i), got, 256, NULL),
+                         live ? 0 : IQDB_ENOTFOUND);
+        if (live) {
+            dvec(256, i, v);
+            ck_assert_mem_eq(v, got, sizeof v);
         }
     }
-    for (uint64_t i = 0; i < n; i++)
-        if (direct_dead(n, i))
-            iqdb_delete(db, iqdb_id_u64(i), NULL);
-    iqdb_stats st;
-    ck_assert_int_eq(iqdb_stat(db, &st), 0);
+    ck_assert_int_eq(iqdb_get(so, iqdb_id_u64(100000), got, 256, NULL),
+                     IQDB_ENOTFOUND);
+    iqdb_close(so);
+    /* The database: everything, through the snapshot and the new log. */
     ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), held - 20 + 100);
+    for (uint64_t i = 40; i < 50; i++) {
+        dvec(256, i + 777777, v);
+        ck_assert_int_eq(iqdb_get(db, iqdb_id_u64(i), got, 256, NULL), 0);
+        ck_assert_mem_eq(v, got, sizeof v);
+    }
+    for (uint64_t i = 100000; i < 100100; i++) {
+        dvec(256, i, v);
+        ck_assert_int_eq(iqdb_get(db, iqdb_id_u64(i), got, 256, NULL), 0);
+        ck_assert_mem_eq(v, got, sizeof v);
+    }
+    ck_assert_int_eq(iqdb_get(db, iqdb_id_u64(15), got, 256, NULL),
+                     IQDB_ENOTFOUND);
+    iqdb_close(db);
     iqdb_config_free(c);
-    direct_verify(dir, 256, n);
 }
 END_TEST
 

@@ -153,6 +153,28 @@ START_TEST(test_store_arena_extents)
         }
         iqdb__arena_destroy(&a);
     }
+    /* A full chunk table and a full extent: growing needs the table
+     * first, then the mapping; each failure leaves the arena as it was. */
+    iqdb_arena a;
+    iqdb__arena_init(&a, 256);
+    uint64_t per = (uint64_t)1 << a.chunk_shift;
+    ck_assert_int_eq(iqdb__arena_reserve(&a, 16 * per), 0);
+    ck_assert_uint_eq(a.nchunks, a.chunk_cap);
+    ck_assert_uint_eq(a.nspare, 0);
+    long n;
+    for (n = 0;; n++) {
+        iqdb__alloc_fail_after(n);
+        int r = iqdb__arena_reserve(&a, 16 * per + 1);
+        iqdb__alloc_fail_after(-1);
+        if (r == 0)
+            break;
+        ck_assert_int_eq(r, IQDB_ENOMEM);
+        ck_assert_uint_eq(a.nchunks, 16);
+        ck_assert_uint_eq(a.n_ext, 1);
+    }
+    ck_assert_int_eq(n, 2); /* the chunk table, then the mapping */
+    ck_assert_uint_eq(a.nchunks, 17);
+    iqdb__arena_destroy(&a);
 }
 END_TEST
 

@@ -1262,8 +1262,12 @@ START_TEST(test_wal_fault_fsync)
     kick_failures = 0;
     sweep(IQDB_IO_OP_FSYNC, EIO, IQDB_WAL_ALWAYS, 0, 13);
     sweep(IQDB_IO_OP_FSYNC, ENOSPC, IQDB_WAL_ALWAYS, 0, 13);
+#ifdef HAVE_SYNC_FILE_RANGE
     /* Each piece of the two large frames, in both sweeps. */
     ck_assert_int_ge(kick_failures, 2 * 2 * 3);
+#else
+    ck_assert_int_eq(kick_failures, 0); /* written whole */
+#endif
 }
 END_TEST
 

@@ -18,6 +18,25 @@
 
 #include "iqdb_int.h"
 
+/* Under AddressSanitizer the unused room of an extent is poisoned, so a
+ * read or write past the last chunk handed out is reported, as it was
+ * when each chunk came from malloc with a redzone. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARENA_ASAN 1
+#endif
+#endif
+#ifdef ARENA_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define CHUNK_TARGET_BYTES (1u << 20)
 #define EXTENT_MAX_BYTES ((size_t)256 << 20)
 #define EXTENT_HUGE_BYTES ((size_t)2 << 20)
@@ -37,8 +56,10 @@ int iqdb__arena_init(iqdb_arena *a, uint32_t dim)
 
 void iqdb__arena_destroy(iqdb_arena *a)
 {
-    for (size_t i = 0; i < a->n_ext; i++)
+    for (size_t i = 0; i < a->n_ext; i++) {
+        UNPOISON(a->ext[i].p, a->ext[i].len);
         iqdb__pages_free(a->ext[i].p, a->ext[i].len);
+    }
     iqdb__free(a->ext);
     if (a->map != NULL)
         munmap(a->map, a->map_len);
@@ -112,6 +133,7 @@ static int new_extent(iqdb_arena *a, size_t missing, size_t bytes)
     void *p = iqdb__pages_alloc(len);
     if (p == NULL)
         return IQDB_ENOMEM;
+    POISON(p, len);
     a->ext[a->n_ext].p = p;
     a->ext[a->n_ext].len = len;
     a->n_ext++;
@@ -146,6 +168,7 @@ int iqdb__arena_reserve(iqdb_arena *a, uint64_t limit)
             return IQDB_ENOMEM;
         /* Fresh anonymous memory reads as zeros, padding included, so
          * whole strides are well defined without clearing them here. */
+        UNPOISON(a->spare, bytes);
         a->chunks[a->nchunks++] = (float *)(void *)a->spare;
         a->spare += bytes;
         a->nspare--;

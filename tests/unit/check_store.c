@@ -7,6 +7,17 @@
 #include <string.h>
 
 #include "iqdb_int.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define STORE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STORE_ASAN 1
+#endif
+#endif
+#ifdef STORE_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 #include "testutil.h"
 
 START_TEST(test_store_idmap_random_ops)
@@ -118,6 +129,12 @@ START_TEST(test_store_arena_extents)
         }
         for (size_t c = 0; c < a.nchunks; c++)
             ck_assert_uint_eq((uintptr_t)a.chunks[c] % 64, 0);
+#ifdef STORE_ASAN
+        /* Chunks handed out are addressable; the room after them is not. */
+        ck_assert(!__asan_address_is_poisoned(a.chunks[a.nchunks - 1]));
+        if (a.nspare > 0)
+            ck_assert(__asan_address_is_poisoned(a.spare));
+#endif
         ck_assert_uint_le(a.n_ext, 2 + 64 - (size_t)__builtin_clzll(a.nchunks) +
                                        a.nchunks * per * a.stride * 4 /
                                            ((size_t)256 << 20));

@@ -74,32 +74,22 @@ static int real_fdatasync(int fd)
     return fdatasync(fd);
 }
 
-static int real_writeback(int fd, off_t off, off_t len)
+/* sync_file_range, waiting for the write-back or only starting it. 0
+ * where the system or file system lacks it. */
+static int real_sync_range(int fd, off_t off, off_t len, int wait)
 {
 #ifdef HAVE_SYNC_FILE_RANGE
-    if (sync_file_range(fd, off, len,
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                            SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
-        errno != ENOSYS && errno != EINVAL && errno != ESPIPE)
+    unsigned flags = SYNC_FILE_RANGE_WRITE;
+    if (wait)
+        flags |= SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER;
+    if (sync_file_range(fd, off, len, flags) != 0 && errno != ENOSYS &&
+        errno != EINVAL && errno != ESPIPE)
         return -1;
 #else
     (void)fd;
     (void)off;
     (void)len;
-#endif
-    return 0;
-}
-
-static int real_start_writeback(int fd, off_t off, off_t len)
-{
-#ifdef HAVE_SYNC_FILE_RANGE
-    if (sync_file_range(fd, off, len, SYNC_FILE_RANGE_WRITE) != 0 &&
-        errno != ENOSYS && errno != EINVAL && errno != ESPIPE)
-        return -1;
-#else
-    (void)fd;
-    (void)off;
-    (void)len;
+    (void)wait;
 #endif
     return 0;
 }
@@ -1013,7 +1003,7 @@ static int io_fdatasync(int fd)
 
 /* Under the simulator a write-back changes nothing durable: the bytes
  * stay unsynced until an fsync, as on a disk with a volatile cache. */
-static int io_writeback(int fd, off_t off, off_t len)
+static int io_sync_range(int fd, off_t off, off_t len, int wait)
 {
     if (inject(IQDB_IO_OP_FSYNC))
         return -1;
@@ -1023,20 +1013,17 @@ static int io_writeback(int fd, off_t off, off_t len)
         pthread_mutex_unlock(&pl_mu);
         return dead ? -1 : 0;
     }
-    return real_writeback(fd, off, len);
+    return real_sync_range(fd, off, len, wait);
+}
+
+static int io_writeback(int fd, off_t off, off_t len)
+{
+    return io_sync_range(fd, off, len, 1);
 }
 
 static int io_start_writeback(int fd, off_t off, off_t len)
 {
-    if (inject(IQDB_IO_OP_FSYNC))
-        return -1;
-    if (armed()) {
-        pthread_mutex_lock(&pl_mu);
-        int dead = pl_dead_check();
-        pthread_mutex_unlock(&pl_mu);
-        return dead ? -1 : 0;
-    }
-    return real_start_writeback(fd, off, len);
+    return io_sync_range(fd, off, len, 0);
 }
 
 static int io_ftruncate(int fd, off_t len)

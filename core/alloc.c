@@ -85,8 +85,6 @@ void iqdb__aligned_free(void *p)
     free(p);
 }
 
-#define HUGE_BYTES ((size_t)2 << 20)
-
 static size_t page_round(size_t size)
 {
     long pg = sysconf(_SC_PAGESIZE);
@@ -101,10 +99,10 @@ void *iqdb__pages_alloc(size_t size)
     if (should_fail())
         return NULL;
     size_t len = page_round(size);
-    int huge = len >= HUGE_BYTES;
+    int huge = len >= IQDB_HUGE_BYTES;
     /* Map 2 MiB more than asked and trim both ends to a 2 MiB boundary
      * (a huge page needs an aligned 2 MiB of the mapping). */
-    size_t want = huge ? len + HUGE_BYTES : len;
+    size_t want = huge ? len + IQDB_HUGE_BYTES : len;
     if (len == 0 || want < len)
         return NULL;
     char *m = mmap(NULL, want, PROT_READ | PROT_WRITE,
@@ -113,7 +111,8 @@ void *iqdb__pages_alloc(size_t size)
         return NULL;
     if (!huge)
         return m;
-    uintptr_t at = ((uintptr_t)m + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1);
+    uintptr_t at = ((uintptr_t)m + IQDB_HUGE_BYTES - 1) &
+                   ~(uintptr_t)(IQDB_HUGE_BYTES - 1);
     char *p = (char *)at;
     if (p > m)
         munmap(m, (size_t)(p - m));

@@ -39,7 +39,6 @@
 
 #define CHUNK_TARGET_BYTES (1u << 20)
 #define EXTENT_MAX_BYTES ((size_t)256 << 20)
-#define EXTENT_HUGE_BYTES ((size_t)2 << 20)
 
 int iqdb__arena_init(iqdb_arena *a, uint32_t dim)
 {
@@ -117,9 +116,9 @@ static int new_extent(iqdb_arena *a, size_t missing, size_t bytes)
     if (iqdb__mul_size(k, bytes, &len) != 0)
         return IQDB_ENOMEM;
     /* A region of 2 MiB or more gets whole 2 MiB pages: fill them. */
-    if (len >= EXTENT_HUGE_BYTES && len % EXTENT_HUGE_BYTES != 0 &&
-        len <= SIZE_MAX - EXTENT_HUGE_BYTES) {
-        len = (len / EXTENT_HUGE_BYTES + 1) * EXTENT_HUGE_BYTES;
+    if (len >= IQDB_HUGE_BYTES && len % IQDB_HUGE_BYTES != 0 &&
+        len <= SIZE_MAX - IQDB_HUGE_BYTES) {
+        len = (len / IQDB_HUGE_BYTES + 1) * IQDB_HUGE_BYTES;
         k = len / bytes;
     }
     if (a->n_ext == a->ext_cap) {

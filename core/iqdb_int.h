@@ -34,6 +34,7 @@ void iqdb__aligned_free(void *p);
  * pages, so filling it takes one fault per 2 MiB rather than per 4 KiB.
  * size is rounded up to whole pages; free with the same size. Counts as
  * an allocation for fault injection. */
+#define IQDB_HUGE_BYTES ((size_t)2 << 20) /* a transparent huge page */
 void *iqdb__pages_alloc(size_t size);
 void iqdb__pages_free(void *p, size_t size);
 char *iqdb__strdup(const char *s);

@@ -1518,6 +1518,25 @@ static int file_exists(const char *dir, const char *name)
     return stat(p, &st) == 0;
 }
 
+/* Let the parked compaction go, wait for it to put its snapshot in place
+ * (it deletes wal.old then), and copy that snapshot alone into
+ * path("snaponly"), to be opened as the state at the compaction's start.
+ * Returns the snapshot's bytes (*n of them; the caller frees them). */
+static unsigned char *let_go_and_copy_snapshot(const char *dir, size_t *n)
+{
+    hook_let_go();
+    for (int t = 0; t < 2000 && file_exists(dir, "wal.old"); t++)
+        usleep(5000);
+    ck_assert(!file_exists(dir, "wal.old"));
+    char snap[600], copy[600];
+    ck_assert_int_eq(mkdir(path("snaponly"), 0755), 0);
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    snprintf(copy, sizeof copy, "%s/snapshot", path("snaponly"));
+    unsigned char *b = slurp(snap, n);
+    spit(copy, b, *n);
+    return b;
+}
+
 /* Write records from *next on until an automatic compaction is parked in
  * the hook; returns how many were written. */
 static uint64_t write_until_parked(iqdb *db, uint64_t *next)
@@ -1566,20 +1585,9 @@ START_TEST(test_persist_bg_compaction_pinned)
         ck_assert_int_eq(put(db, i), 0);
     ck_assert_int_eq(check(db, 1005), 1);
     ck_assert_int_eq(check(db, 5), 0);
-    hook_let_go();
-    /* The thread deletes wal.old once its snapshot is in place. */
-    for (int t = 0; t < 2000 && file_exists(dir, "wal.old"); t++)
-        usleep(5000);
-    ck_assert(!file_exists(dir, "wal.old"));
     /* The new snapshot alone: the state at the start of the compaction. */
-    char snap[600], copy[600];
-    ck_assert_int_eq(mkdir(path("snaponly"), 0755), 0);
-    snprintf(snap, sizeof snap, "%s/snapshot", dir);
-    snprintf(copy, sizeof copy, "%s/snapshot", path("snaponly"));
     size_t n;
-    unsigned char *b = slurp(snap, &n);
-    spit(copy, b, n);
-    free(b);
+    free(let_go_and_copy_snapshot(dir, &n));
     iqdb *so;
     ck_assert_int_eq(iqdb_open(path("snaponly"), c, &so), 0);
     /* The write that started the compaction is its last record; the
@@ -3073,18 +3081,9 @@ START_TEST(test_persist_snapshot_direct_background)
         dput(db, i, i + 777777);
     for (uint64_t i = 100000; i < 100100; i++)
         dput(db, i, i);
-    hook_let_go();
-    for (int t = 0; t < 2000 && file_exists(dir, "wal.old"); t++)
-        usleep(5000);
-    ck_assert(!file_exists(dir, "wal.old"));
     /* The snapshot alone. */
-    char snap[600], copy[600];
-    ck_assert_int_eq(mkdir(path("snaponly"), 0755), 0);
-    snprintf(snap, sizeof snap, "%s/snapshot", dir);
-    snprintf(copy, sizeof copy, "%s/snapshot", path("snaponly"));
     size_t n;
-    unsigned char *b = slurp(snap, &n);
-    spit(copy, b, n);
+    unsigned char *b = let_go_and_copy_snapshot(dir, &n);
     /* Slots 2100-2109 (dead at the start, reused since): zeros. */
     const unsigned char *ent = sec_entry(b, IQDB_SEC_VECTORS);
     uint64_t off = get_le64(ent + 8) + 2100 * 1024;

@@ -12,8 +12,9 @@
 
 /* ---- file I/O (fileio.c) ------------------------------------------------ */
 /* Every file operation of the core goes through this table so that tests
- * can make the N-th write, fsync, rename or ftruncate fail (EIO, ENOSPC)
- * and can simulate power loss. Functions follow POSIX: -1 and errno. */
+ * can make the N-th write, fsync, rename, link or ftruncate fail (EIO,
+ * ENOSPC) and can simulate power loss. Functions follow POSIX: -1 and
+ * errno. */
 typedef struct iqdb_io {
     int (*open)(const char *path, int flags, mode_t mode);
     int (*close)(int fd);
@@ -24,6 +25,9 @@ typedef struct iqdb_io {
     int (*ftruncate)(int fd, off_t len);
     int (*rename)(const char *from, const char *to);
     int (*unlink)(const char *path);
+    /* Give the file named from the second name to (link(2); to must not
+     * exist). Like a rename, durable only once to's directory is synced. */
+    int (*link)(const char *from, const char *to);
     int (*fsync_dir)(const char *dir);
     /* Write back bytes [off, off + len) of fd and wait for it
      * (sync_file_range; no device flush, so not a durability point). 0
@@ -45,7 +49,8 @@ enum iqdb_io_op {
     IQDB_IO_OP_FSYNC = 1, /* fsync, fdatasync, fsync_dir and both
                              write-backs */
     IQDB_IO_OP_FTRUNCATE = 2,
-    IQDB_IO_OP_RENAME = 3,
+    IQDB_IO_OP_RENAME = 3, /* rename and link (directory entries made;
+                              unlink is not injected) */
     IQDB_IO_OP_COUNT = 4
 };
 
@@ -95,24 +100,25 @@ void iqdb__io_fail_from(int op, long n, int err);
 /* Power-loss simulation, for tests. After _begin, the current state of
  * every file is taken as durable, and each change made through the table
  * that is not yet durable is recorded: file bytes and sizes until the
- * file's next fsync/fdatasync, creates (open with O_CREAT), renames and
- * unlinks until the next fsync_dir of their directory. _crash rolls the
- * files back to their durable state: seed 0 drops every unsynced change;
- * any other seed keeps a random subset of the unsynced writes (some torn
- * to a prefix) and a random oldest prefix of the directory operations,
- * the reordered outcomes a real disk may produce. After _crash every
- * operation through the table but close fails with EIO, as on a dead
- * machine, until _end (stop simulating) or _begin (start a new round).
- * Descriptors opened before _crash keep pointing at the rolled-back
- * files; close them and reopen. Returns 0, or -1 when not armed or a
- * rollback step failed. Backups of replaced entries are kept as hidden
- * files ".iqdb-plbak-*" beside them until synced or rolled back. */
+ * file's next fsync/fdatasync, creates (open with O_CREAT), renames,
+ * links and unlinks until the next fsync_dir of their directory. _crash
+ * rolls the files back to their durable state: seed 0 drops every
+ * unsynced change; any other seed keeps a random subset of the unsynced
+ * writes (some torn to a prefix) and a random oldest prefix of the
+ * directory operations, the reordered outcomes a real disk may produce.
+ * After _crash every operation through the table but close fails with
+ * EIO, as on a dead machine, until _end (stop simulating) or _begin
+ * (start a new round). Descriptors opened before _crash keep pointing at
+ * the rolled-back files; close them and reopen. Returns 0, or -1 when not
+ * armed or a rollback step failed. Backups of replaced entries are kept
+ * as hidden files ".iqdb-plbak-*" beside them until synced or rolled
+ * back. */
 void iqdb__io_powerloss_begin(void);
 int iqdb__io_powerloss_crash(uint64_t seed);
 void iqdb__io_powerloss_end(void);
 /* Crash (as iqdb__io_powerloss_crash(seed)) by itself just before the
  * n-th (0-based) tracked operation from now - a write, sync, open,
- * ftruncate, rename, unlink or directory sync, on any thread - which
+ * ftruncate, rename, link, unlink or directory sync, on any thread - which
  * then fails like every later one. n < 0 cancels. */
 void iqdb__io_powerloss_crash_at(long n, uint64_t seed);
 /* 1 once the simulated machine has crashed. */

@@ -5,15 +5,15 @@
  * Every durable-storage path (WAL, snapshots) calls iqdb__io()->op instead
  * of the POSIX function, so a test can:
  *  - make the N-th write, fsync (fsync, fdatasync, directory sync,
- *    write-back),
- *    ftruncate or rename fail with a chosen errno, once or from then on
- *    (SQLite's *fault.test approach: sweep N over every reachable point);
+ *    write-back), ftruncate or rename (rename, link) fail with a chosen
+ *    errno, once or from then on (SQLite's *fault.test approach: sweep N
+ *    over every reachable point);
  *  - simulate power loss: between iqdb__io_powerloss_begin() and _crash(),
  *    every change that was not made durable (file bytes and sizes since the
- *    file's last fsync/fdatasync, creates, renames and unlinks since the
- *    directory's last sync) is recorded with what it replaced, and _crash()
- *    rolls the files back to that durable state, as the disk would be
- *    after the machine lost power.
+ *    file's last fsync/fdatasync, creates, renames, links and unlinks since
+ *    the directory's last sync) is recorded with what it replaced, and
+ *    _crash() rolls the files back to that durable state, as the disk
+ *    would be after the machine lost power.
  *
  * The wrappers cost one relaxed atomic increment per call when nothing is
  * injected; the real system call dominates by orders of magnitude.
@@ -111,6 +111,13 @@ static int real_rename(const char *from, const char *to)
 static int real_unlink(const char *path)
 {
     return unlink(path);
+}
+
+/* No EINTR loop, unlike open: neither POSIX nor Linux lists EINTR among
+ * link(2)'s errors. */
+static int real_link(const char *from, const char *to)
+{
+    return link(from, to);
 }
 
 /* A new or renamed directory entry is durable only once the directory
@@ -241,8 +248,9 @@ void iqdb__io_reset(void)
  *    each write or ftruncate with the bytes it replaced; the inode is kept
  *    open through a private descriptor so the log can be applied after the
  *    caller closed, renamed or unlinked the file;
- *  - per directory, each create, rename and unlink, with a hard-link
- *    backup of any entry that was replaced or removed.
+ *  - per directory, each create, rename, link and unlink, with a
+ *    hard-link backup of any entry that was replaced or removed (a link
+ *    replaces nothing: link(2) refuses an existing target).
  * _crash(0) applies every undo (the pessimistic outcome). _crash(seed)
  * instead keeps a random subset of the unsynced writes, some of them only
  * as a prefix, and a random oldest prefix of the directory operations -
@@ -254,9 +262,17 @@ void iqdb__io_reset(void)
  * While armed, every tracked operation runs under one mutex together with
  * its bookkeeping, so a crash from another thread sees each operation
  * either done and recorded or not started. Backups are hidden files named
- * ".iqdb-plbak-*" next to the entry they preserve. Renames are modelled in
- * the target's directory only. The simulator's own memory comes from
- * malloc, not iqdb__malloc, so allocation fault tests do not trip it.
+ * ".iqdb-plbak-*" next to the entry they preserve. Renames and links are
+ * modelled in the target's directory only. Because file state is keyed by
+ * inode, not by path, a hard link needs no bookkeeping of its own beyond
+ * the directory entry: writes, truncations and syncs through either name
+ * (or a descriptor opened through either) land in the same record, and
+ * the inode's private descriptor rolls its bytes back whichever names it
+ * has left at the crash. Not modelled: a link kept by a sync of its
+ * directory survives even when the crash undoes the unsynced create of
+ * its source in another directory (as on a file system that orders
+ * metadata per directory). The simulator's own memory comes from malloc,
+ * not iqdb__malloc, so allocation fault tests do not trip it.
  */
 
 struct pl_undo {
@@ -277,13 +293,13 @@ struct pl_inode {
     struct pl_undo *undo; /* newest first */
 };
 
-enum { PL_CREATE, PL_RENAME, PL_UNLINK };
+enum { PL_CREATE, PL_RENAME, PL_UNLINK, PL_LINK };
 
 struct pl_dirop {
     struct pl_dirop *next; /* older operation */
     int kind;
-    char *a;      /* CREATE, UNLINK: the path; RENAME: from */
-    char *b;      /* RENAME: to */
+    char *a;      /* CREATE, UNLINK: the path; RENAME, LINK: from */
+    char *b;      /* RENAME, LINK: to */
     char *backup; /* replaced or removed entry, or NULL */
     dev_t pdev;   /* the directory whose sync makes this durable */
     ino_t pino;
@@ -613,11 +629,22 @@ static int pl_rename(const char *from, const char *to)
     pthread_mutex_lock(&pl_mu);
     int r = -1;
     char *backup = NULL;
-    struct stat st;
+    struct stat st, fst;
     if (pl_dead_check())
         goto out;
-    if (lstat(to, &st) == 0 && (backup = pl_backup(to)) == NULL)
-        goto out;
+    if (lstat(to, &st) == 0) {
+        /* from and to already name one inode (a link made through the
+         * table): rename(2) changes nothing then, so there is nothing to
+         * undo - and the undo, rename(backup, to) between two names of
+         * that inode, would itself do nothing and leave the backup. */
+        if (lstat(from, &fst) == 0 && fst.st_dev == st.st_dev &&
+            fst.st_ino == st.st_ino) {
+            r = real_rename(from, to);
+            goto out;
+        }
+        if ((backup = pl_backup(to)) == NULL)
+            goto out;
+    }
     r = real_rename(from, to);
     if (r != 0 || pl_push_dirop(PL_RENAME, from, to, backup, to) == NULL) {
         int e = r != 0 ? errno : ENOMEM;
@@ -632,6 +659,27 @@ static int pl_rename(const char *from, const char *to)
         }
         r = -1;
         errno = e;
+    }
+out:
+    pthread_mutex_unlock(&pl_mu);
+    return r;
+}
+
+/* A new name for an existing inode: the only thing to undo is the entry
+ * itself (the inode's bytes are tracked by inode, see above). */
+static int pl_link(const char *from, const char *to)
+{
+    pthread_mutex_lock(&pl_mu);
+    int r = -1;
+    if (pl_dead_check())
+        goto out;
+    r = real_link(from, to);
+    if (r == 0 && pl_push_dirop(PL_LINK, from, to, NULL, to) == NULL) {
+        /* Untracked, the name would outlive a crash it must not: take it
+         * back and fail the call instead. */
+        unlink(to);
+        r = -1;
+        errno = ENOMEM;
     }
 out:
     pthread_mutex_unlock(&pl_mu);
@@ -839,6 +887,10 @@ static int pl_crash_dirop(const struct pl_dirop *d)
         if (rename(d->b, d->a) != 0)
             return -1;
         return d->backup ? rename(d->backup, d->b) : 0;
+    case PL_LINK:
+        /* Newer operations on the name (an unlink, a rename over it or
+         * away) were undone first, so the name is back as link made it. */
+        return unlink(d->b);
     default:
         return rename(d->backup, d->a);
     }
@@ -1051,6 +1103,17 @@ static int io_unlink(const char *path)
     return real_unlink(path);
 }
 
+/* A directory-entry change like rename, so it shares rename's fault
+ * class: a test sweeping rename failures reaches links too. */
+static int io_link(const char *from, const char *to)
+{
+    if (inject(IQDB_IO_OP_RENAME))
+        return -1;
+    if (armed())
+        return pl_link(from, to);
+    return real_link(from, to);
+}
+
 static int io_fsync_dir(const char *dir)
 {
     if (inject(IQDB_IO_OP_FSYNC))
@@ -1070,6 +1133,7 @@ static const iqdb_io io_table = {
     .ftruncate = io_ftruncate,
     .rename = io_rename,
     .unlink = io_unlink,
+    .link = io_link,
     .fsync_dir = io_fsync_dir,
     .writeback = io_writeback,
     .start_writeback = io_start_writeback,

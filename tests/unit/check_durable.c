@@ -193,6 +193,47 @@ START_TEST(test_durable_io_fail_nth)
 }
 END_TEST
 
+/* link gives the file a second name; for fault injection it is a
+ * rename-class operation, and a link that fails creates nothing. */
+START_TEST(test_durable_io_link)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *f = path_in(d, "f"), *l = path_in(d, "l"),
+         *m = path_in(d, "m");
+    const iqdb_io *io = iqdb__io();
+    unsigned char got[16];
+    struct stat sf, sl;
+    put_file(f, "content", 7);
+    ck_assert_int_eq(io->link(f, l), 0);
+    ck_assert_int_eq(slurp(l, got, sizeof got), 7);
+    ck_assert_mem_eq(got, "content", 7);
+    ck_assert_int_eq(stat(f, &sf), 0);
+    ck_assert_int_eq(stat(l, &sl), 0);
+    ck_assert(sf.st_ino == sl.st_ino && sf.st_dev == sl.st_dev);
+    ck_assert_int_eq(sf.st_nlink, 2);
+    ck_assert_int_eq(iqdb__io_count(IQDB_IO_OP_RENAME), 1);
+    errno = 0;
+    ck_assert_int_eq(io->link(f, l), -1); /* link(2) never replaces */
+    ck_assert_int_eq(errno, EEXIST);
+
+    iqdb__io_fail_nth(IQDB_IO_OP_RENAME, 0, EIO);
+    errno = 0;
+    ck_assert_int_eq(io->link(f, m), -1);
+    ck_assert_int_eq(errno, EIO);
+    ck_assert_int_eq(access(m, F_OK), -1);
+    ck_assert_int_eq(stat(f, &sf), 0);
+    ck_assert_int_eq(sf.st_nlink, 2);
+    ck_assert_int_eq(io->link(f, m), 0); /* once only */
+    ck_assert_int_eq(slurp(m, got, sizeof got), 7);
+    ck_assert_mem_eq(got, "content", 7);
+    iqdb__io_reset();
+    free(f);
+    free(l);
+    free(m);
+    rmtmp(d);
+}
+END_TEST
+
 /* A failing write may leave a prefix behind, like a real one: callers of
  * the table must not assume failed means untouched. */
 START_TEST(test_durable_io_failed_write_partial)
@@ -300,6 +341,107 @@ START_TEST(test_durable_powerloss_undoes_directory_ops)
     free(t);
     free(g);
     free(n);
+    rmtmp(d);
+}
+END_TEST
+
+/* A link is durable once the new name's directory is synced - a sync of
+ * the old name's directory is not enough - and a crash before that takes
+ * the new name away. Unsynced bytes written through the new name roll
+ * back under both names: the simulator tracks the inode, not a path. */
+START_TEST(test_durable_powerloss_link)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *sub = path_in(d, "sub"), *f = path_in(d, "f");
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    char *l = path_in(sub, "l");
+    const iqdb_io *io = iqdb__io();
+    unsigned char got[100];
+    /* mode 0: no directory sync; 1: f's directory; 2: l's directory. */
+    for (int mode = 0; mode < 3; mode++) {
+        put_file(f, "old", 3);
+        iqdb__io_powerloss_begin();
+        int fd = io->open(f, O_RDWR, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(iqdb__io_pwrite_all(fd, "durable", 7, 0), 0);
+        ck_assert_int_eq(io->fdatasync(fd), 0);
+        ck_assert_int_eq(io->link(f, l), 0);
+        int fl = io->open(l, O_RDWR, 0);
+        ck_assert_int_ge(fl, 0);
+        ck_assert_int_eq(iqdb__io_pwrite_all(fl, "lost bytes", 10, 0), 0);
+        if (mode == 1)
+            ck_assert_int_eq(io->fsync_dir(d), 0);
+        if (mode == 2)
+            ck_assert_int_eq(io->fsync_dir(sub), 0);
+        ck_assert_int_eq(iqdb__io_powerloss_crash(0), 0);
+        io->close(fd);
+        io->close(fl);
+        iqdb__io_powerloss_end();
+        ck_assert_int_eq(slurp(f, got, sizeof got), 7);
+        ck_assert_mem_eq(got, "durable", 7);
+        if (mode == 2) {
+            ck_assert_int_eq(slurp(l, got, sizeof got), 7);
+            ck_assert_mem_eq(got, "durable", 7);
+            ck_assert_int_eq(unlink(l), 0);
+        } else {
+            ck_assert_msg(access(l, F_OK) == -1,
+                          "mode %d: unsynced link survived the crash", mode);
+        }
+        ck_assert_int_eq(count_backups(d), 0);
+        ck_assert_int_eq(count_backups(sub), 0);
+    }
+    free(f);
+    free(l);
+    free(sub);
+    rmtmp(d);
+}
+END_TEST
+
+/* Link, then unlink the old name (moving a file while it always has a
+ * name): the crash keeps the new name only once the directory is synced,
+ * and otherwise restores the old one - with the durable bytes either
+ * way. */
+START_TEST(test_durable_powerloss_link_then_unlink)
+{
+    iqdb__io_reset();
+    char *d = mktmp(), *f = path_in(d, "f"), *l = path_in(d, "l");
+    const iqdb_io *io = iqdb__io();
+    unsigned char got[100];
+    for (int synced = 0; synced < 2; synced++) {
+        put_file(f, "durable", 7);
+        iqdb__io_powerloss_begin();
+        ck_assert_int_eq(io->link(f, l), 0);
+        ck_assert_int_eq(io->unlink(f), 0);
+        int fd = io->open(l, O_RDWR, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(iqdb__io_pwrite_all(fd, "lost bytes", 10, 0), 0);
+        if (synced)
+            ck_assert_int_eq(io->fsync_dir(d), 0);
+        ck_assert_int_eq(iqdb__io_powerloss_crash(0), 0);
+        io->close(fd);
+        iqdb__io_powerloss_end();
+        const char *kept = synced ? l : f, *gone = synced ? f : l;
+        ck_assert_int_eq(slurp(kept, got, sizeof got), 7);
+        ck_assert_mem_eq(got, "durable", 7);
+        ck_assert_int_eq(access(gone, F_OK), -1);
+        ck_assert_int_eq(count_backups(d), 0);
+        unlink(l);
+    }
+
+    /* rename between two names of one inode changes nothing (POSIX), and
+     * its rollback must not leave a simulator backup behind. */
+    put_file(f, "durable", 7);
+    iqdb__io_powerloss_begin();
+    ck_assert_int_eq(io->link(f, l), 0);
+    ck_assert_int_eq(io->fsync_dir(d), 0);
+    ck_assert_int_eq(io->rename(f, l), 0);
+    ck_assert_int_eq(iqdb__io_powerloss_crash(0), 0);
+    iqdb__io_powerloss_end();
+    ck_assert_int_eq(access(f, F_OK), 0);
+    ck_assert_int_eq(slurp(l, got, sizeof got), 7);
+    ck_assert_int_eq(count_backups(d), 0);
+    free(f);
+    free(l);
     rmtmp(d);
 }
 END_TEST
@@ -675,10 +817,13 @@ static Suite *durable_suite(void)
     } cases[] = {
         {"io_roundtrip", test_durable_io_roundtrip},
         {"io_fail_nth", test_durable_io_fail_nth},
+        {"io_link", test_durable_io_link},
         {"io_failed_write_partial", test_durable_io_failed_write_partial},
         {"io_status", test_durable_io_status},
         {"powerloss_bytes", test_durable_powerloss_drops_unsynced_bytes},
         {"powerloss_dirops", test_durable_powerloss_undoes_directory_ops},
+        {"powerloss_link", test_durable_powerloss_link},
+        {"powerloss_link_unlink", test_durable_powerloss_link_then_unlink},
         {"powerloss_random", test_durable_powerloss_random_keeps_synced},
         {"powerloss_newer_write_kept", test_durable_powerloss_newer_write_kept},
         {"crc32c_vectors", test_durable_crc32c_vectors},

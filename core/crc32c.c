@@ -266,3 +266,31 @@ uint32_t iqdb__crc32c(uint32_t crc, const void *buf, size_t n)
     pthread_once(&chosen_once, choose);
     return chosen(crc, buf, n);
 }
+
+uint32_t iqdb__crc32c_zeros(uint32_t crc, uint64_t len)
+{
+    /* ~M^len(~crc), M the register's step over one zero byte, applied by
+     * squaring: after the three squarings below the operator is one
+     * byte, and each further squaring doubles it. */
+    uint32_t odd[32], even[32], v = ~crc;
+    if (len == 0)
+        return crc;
+    odd[0] = POLY; /* one zero bit */
+    for (int n = 1; n < 32; n++)
+        odd[n] = 1u << (n - 1);
+    gf2_square(even, odd); /* two bits */
+    gf2_square(odd, even); /* four bits */
+    for (;;) {
+        gf2_square(even, odd);
+        if (len & 1)
+            v = gf2_times(even, v);
+        if ((len >>= 1) == 0)
+            break;
+        gf2_square(odd, even);
+        if (len & 1)
+            v = gf2_times(odd, v);
+        if ((len >>= 1) == 0)
+            break;
+    }
+    return ~v;
+}

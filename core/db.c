@@ -478,7 +478,7 @@ static int index_remove(iqdb *db, const uint64_t *slots, size_t n,
 }
 
 /* The write itself, under the write lock. */
-static int apply(iqdb *db, prepared *p, size_t n)
+static int apply(iqdb *db, prepared *p, size_t n, const uint64_t *homes)
 {
     iqdb_store *s = &db->store;
     int r;
@@ -493,6 +493,7 @@ static int apply(iqdb *db, prepared *p, size_t n)
         memcpy(iqdb__arena_at(&s->arena, p[i].slot), p[i].vec,
                (size_t)db->dim * sizeof(float));
         s->order[p[i].slot] = s->next_order + i;
+        s->home[p[i].slot] = homes != NULL ? homes[p[i].src] : 0;
     }
     if ((r = db->ops->add(db->index, fresh, n)) != 0)
         goto fail_add;
@@ -526,7 +527,8 @@ out:
     return r;
 }
 
-int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n)
+int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n,
+                        const uint64_t *homes)
 {
     int r;
     if (n > SIZE_MAX / sizeof(prepared))
@@ -541,7 +543,7 @@ int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n)
     size_t m = dedupe(p, n);
     iqdb__set_error(db, 0, "%s", "");
     pthread_rwlock_wrlock(&db->lock);
-    r = apply(db, p, m);
+    r = apply(db, p, m, homes);
     pthread_rwlock_unlock(&db->lock);
     free_prepared(p, m);
     iqdb__free(p);
@@ -563,7 +565,7 @@ int iqdb_upsert_batch(iqdb *db, const iqdb_record *recs, size_t n,
             return r;
     if (db->dur != NULL)
         return iqdb__durable_upsert(db, recs, n, dim);
-    return iqdb__apply_upserts(db, recs, n);
+    return iqdb__apply_upserts(db, recs, n, NULL);
 }
 
 int iqdb_upsert(iqdb *db, iqdb_id id, const float *vec, uint32_t dim,

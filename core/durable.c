@@ -2,9 +2,10 @@
  * core/durable.c - durable databases: open, logged writes, compaction.
  *
  * A database directory holds "snapshot" (every record as of some WAL
- * sequence number, see snapshot.c), "wal" (every write since, see wal.c)
- * and "LOCK". Opening loads the snapshot, then replays the WAL frames
- * newer than it.
+ * sequence number, see snapshot.c), "wal" (every write since, see wal.c),
+ * "LOCK", and the log segments ("seg.*", see "segments" below) a
+ * snapshot written by an automatic compaction reads vectors from.
+ * Opening loads the snapshot, then replays the WAL frames newer than it.
  *
  * A write is logged before it is applied, and applied in log order:
  *
@@ -24,9 +25,11 @@
  *      S + 1 - then, under the store's read lock, encode everything but
  *      the vectors and pin the store (no slot below its limit is reused,
  *      so the vectors the snapshot reads stay as they were at S);
- *   2. with no lock: write "snapshot.tmp" straight from the vector arena,
- *      sync it, rename it over "snapshot", sync the directory, and delete
- *      "wal.old";
+ *   2. with no lock: (automatic compactions) keep "wal.old" as a
+ *      segment; write "snapshot.tmp" straight from the vector arena
+ *      (only the vectors no segment holds), sync it, rename it over
+ *      "snapshot", sync the directory, and delete "wal.old" and the
+ *      segments the new snapshot does not use;
  *   3. under wmu: unpin, publish the new snapshot's sequence number.
  *
  * Automatic compaction runs step 2 on a thread of its own, so writers go
@@ -94,7 +97,42 @@ typedef struct iqdb_durable {
     char failmsg[256]; /* what set failed, when known */
     struct pending *q_head, *q_tail; /* logged, not yet applied (wmu) */
     int syncing; /* a writer is syncing the log for the queue (wmu) */
+    /* Log files whose frames hold vectors (see "segments"; wmu):
+     * entries 1..nlogs-1, entry 0 unused. */
+    struct logent *logs;
+    uint32_t nlogs, logcap;
+    uint32_t cur_log; /* the entry of "wal", 0 when it has none */
+    uint32_t old_log; /* the entry of "wal.old" while old_live */
 } iqdb_durable;
+
+/* ---- segments -------------------------------------------------------------
+ *
+ * A vector is written to disk once by its log frame. An automatic
+ * compaction does not write it again: the log it lies in, once rotated
+ * out as "wal.old", is kept under a second name, "seg.<base>.<salt>" (a
+ * hard link made and synced before the snapshot that needs it is
+ * renamed into place), and the snapshot (format 2) records where in
+ * that segment each such vector lies. Only vectors with no such home -
+ * loaded from a format 1 snapshot, or logged into a file that was reset -
+ * are written into the snapshot itself, chunk by chunk.
+ *
+ * The store keeps each slot's home (iqdb_store.home: entry of d->logs in
+ * the top 16 bits, file offset in the low 48); d->logs says what became
+ * of each log file: still appended to, rotated out and immutable, kept
+ * as a segment the snapshot on disk refers to, or gone. A segment is
+ * removed once a snapshot that no longer refers to it is in place; an
+ * explicit flush or close (and an automatic compaction whose segments
+ * hold more dead bytes than live ones, see plan_refs) writes a
+ * self-contained format 1 snapshot and removes them all. A writable open
+ * removes segment files its snapshot does not name (a crash between the
+ * link and the rename, or between the rename and the removals). */
+enum { LOG_GONE = 0, LOG_ACTIVE, LOG_SEALED, LOG_SEGMENT };
+
+struct logent {
+    uint64_t base, salt; /* the file's header: its name as a segment */
+    uint64_t len;        /* sealed: bytes of frames it holds */
+    int state;           /* LOG_* */
+};
 
 /* A logged write waiting to be applied (step 3), on its writer's stack,
  * queued in sequence order (wmu). */
@@ -113,6 +151,13 @@ typedef struct compaction {
     iqdb *db;
     iqdb_snap_job *job;
     uint64_t seq; /* the snapshot holds frames up to this one */
+    int link_old;           /* make wal.old the segment link_name first */
+    char link_name[64];
+    uint32_t *used;         /* d->logs entries the snapshot refers to */
+    uint32_t nused;
+    char (*drop)[64];       /* segments to remove once it is in place */
+    uint32_t ndrop;
+    uint32_t *drop_ent;     /* their d->logs entries */
 } compaction;
 
 /* The largest frame buffer kept between writes. A fresh multi-megabyte
@@ -126,6 +171,43 @@ typedef struct compaction {
 static int join(char *buf, size_t cap, const char *dir, const char *name)
 {
     return snprintf(buf, cap, "%s/%s", dir, name) >= (int)cap ? -1 : 0;
+}
+
+/* A new d->logs entry (wmu, or before the handle is shared); 0 when the
+ * table is full or out of memory: vectors logged there get no home and
+ * go into the snapshot as before. */
+static uint32_t log_add(iqdb_durable *d, uint64_t base, uint64_t salt,
+                        uint64_t len, int state)
+{
+    if (d->nlogs == 0)
+        d->nlogs = 1;
+    if (d->nlogs > IQDB_MAX_SEGMENTS)
+        return 0;
+    if (d->nlogs >= d->logcap) {
+        uint32_t cap = d->logcap ? d->logcap * 2 : 16;
+        struct logent *p = iqdb__realloc(d->logs, cap * sizeof *p);
+        if (p == NULL)
+            return 0;
+        d->logs = p;
+        d->logcap = cap;
+    }
+    d->logs[d->nlogs] = (struct logent){base, salt, len, state};
+    return d->nlogs++;
+}
+
+static uint32_t log_add_wal(iqdb_durable *d, iqdb_wal *w, int state)
+{
+    uint64_t salt, base;
+    iqdb__wal_ident(w, &salt, &base);
+    return log_add(d, base, salt, 0, state);
+}
+
+/* The home of a vector at offset off of log entry e (0 when none). */
+static uint64_t home_of(uint32_t e, uint64_t off)
+{
+    return e != 0 && off <= IQDB_REF_OFF_MASK
+               ? (uint64_t)e << IQDB_REF_SHIFT | off
+               : 0;
 }
 
 static int exists(const char *path)
@@ -199,6 +281,7 @@ static void dur_free(iqdb_durable *d)
     pthread_cond_destroy(&d->applied_cv);
     pthread_mutex_destroy(&d->spare_mu);
     iqdb__buf_free(&d->spare);
+    iqdb__free(d->logs);
     iqdb__free(d->dir);
     iqdb__free(d);
 }
@@ -211,6 +294,7 @@ typedef struct replay_ctx {
     int err;
     uint64_t applied;
     const iqdb_wal *w; /* the log being replayed, for messages */
+    uint32_t log;      /* its d->logs entry (0: none) */
 } replay_ctx;
 
 static int replay_frame(void *arg, uint64_t seq, const void *payload,
@@ -232,9 +316,13 @@ static int replay_frame(void *arg, uint64_t seq, const void *payload,
                    iqdb__wal_path(c->w), (unsigned long long)seq,
                    (unsigned long long)iqdb__wal_frame_offset(c->w), why);
     }
-    if (bt.op == IQDB_OP_UPSERT)
-        r = iqdb__apply_upserts(c->db, bt.recs, bt.n);
-    else
+    if (bt.op == IQDB_OP_UPSERT) {
+        /* Where each vector lies in the file, for compaction. */
+        uint64_t at = iqdb__wal_frame_offset(c->w) + IQDB_WAL_FRAME_HDR;
+        for (size_t i = 0; i < bt.n; i++)
+            bt.vec_at[i] = home_of(c->log, at + bt.vec_at[i]);
+        r = iqdb__apply_upserts(c->db, bt.recs, bt.n, bt.vec_at);
+    } else
         r = iqdb__apply_delete(c->db, bt.recs[0].id, NULL);
     iqdb__batch_free(&bt);
     if (r != 0) {
@@ -313,7 +401,8 @@ static int stored_config(const iqdb_snapshot *sn, const iqdb_config *cfg,
     return 0;
 }
 
-static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
+static int load_existing(iqdb_durable *d, const char *snap,
+                         const iqdb_config *cfg, iqdb **out,
                          uint64_t *last_seq, uint32_t *codec_id,
                          int *level,
                          const iqdb_codec_ops **codec_out)
@@ -360,6 +449,14 @@ static int load_existing(const char *snap, const iqdb_config *cfg, iqdb **out,
         iqdb_close(db);
         db = NULL;
     }
+    /* Its segments become entries 1..n, as the homes loaded name them. */
+    for (uint32_t i = 0; r == 0 && i < sn.nsegs; i++)
+        if (log_add(d, sn.segs[i].base, sn.segs[i].salt, sn.segs[i].len,
+                    LOG_SEGMENT) != i + 1) {
+            iqdb_close(db);
+            db = NULL;
+            r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+        }
     if (r == 0) {
         *out = db;
         *last_seq = sn.last_seq;
@@ -463,6 +560,37 @@ static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
     return 0;
 }
 
+/* Remove the segment files the snapshot does not name: left by a crash
+ * after a compaction made one and before its snapshot was in place, or
+ * after a snapshot that no longer needs one was. Failures cost only
+ * disk space. */
+static void drop_orphan_segments(iqdb_durable *d)
+{
+    DIR *dh = opendir(d->dir);
+    if (dh == NULL)
+        return;
+    struct dirent *de;
+    int gone = 0;
+    while ((de = readdir(dh)) != NULL) {
+        if (strncmp(de->d_name, "seg.", 4) != 0)
+            continue;
+        int named = 0;
+        for (uint32_t e = 1; e < d->nlogs && !named; e++) {
+            char n[64];
+            iqdb__segment_name(n, sizeof n, d->logs[e].base, d->logs[e].salt);
+            named = d->logs[e].state == LOG_SEGMENT &&
+                    strcmp(n, de->d_name) == 0;
+        }
+        char p[4096];
+        if (!named && join(p, sizeof p, d->dir, de->d_name) == 0 &&
+            iqdb__io()->unlink(p) == 0)
+            gone++;
+    }
+    closedir(dh);
+    if (gone > 0)
+        iqdb__io()->fsync_dir(d->dir);
+}
+
 /* Record the damage a replay found in file (recovery report, warning). */
 static void note_damage(iqdb_durable *d, const char *file,
                         const iqdb_wal_replay_info *info)
@@ -518,7 +646,10 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
     iqdb__wal_set_prealloc(w, 1);
     iqdb_wal_replay_info info;
     c->w = w;
+    c->log = d->old_log = log_add_wal(d, w, LOG_SEALED);
     r = iqdb__wal_replay(w, IQDB_WAL_REPLAY_SALVAGE, replay_frame, c, &info);
+    if (d->old_log != 0)
+        d->logs[d->old_log].len = info.valid_end;
     if (r != 0) {
         if (c->err == 0)
             iqdb__retag_error(w, NULL);
@@ -558,6 +689,9 @@ static int replay_old(iqdb_durable *d, const iqdb_config *cfg, replay_ctx *c,
             *next = info.next_seq;
         d->old_live = 1;
     } else {
+        if (d->old_log != 0)
+            d->logs[d->old_log].state = LOG_GONE;
+        d->old_log = 0;
         /* Only frames the snapshot holds: a leftover of a compaction that
          * finished. Removed once the open has succeeded (writable). */
         d->old_stale = 1;
@@ -595,7 +729,7 @@ static int wal_frame(void *arg, uint64_t seq, const void *payload,
 static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
                     uint64_t last_seq)
 {
-    replay_ctx c = {db, last_seq, 0, 0, NULL};
+    replay_ctx c = {db, last_seq, 0, 0, NULL, 0};
     uint64_t next;
     int r = replay_old(d, cfg, &c, last_seq, &next);
     if (r != 0)
@@ -645,6 +779,7 @@ static int open_wal(iqdb *db, iqdb_durable *d, const iqdb_config *cfg,
     unsigned flags = cfg->strict_recovery ? 0 : IQDB_WAL_REPLAY_SALVAGE;
     wal_replay wr = {&c, next, d->old_damaged, 0, 0, 0};
     c.w = d->wal;
+    c.log = d->cur_log = log_add_wal(d, d->wal, LOG_ACTIVE);
     r = iqdb__wal_replay(d->wal, flags, wal_frame, &wr, &info);
     if (r != 0) {
         if (c.err == 0)
@@ -738,7 +873,7 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
     int snap_level = codec ? cfg->level : 0;
     const iqdb_codec_ops *stored_codec = NULL;
     r = is_new ? create_new(path, cfg, codec, &db)
-               : load_existing(snap, cfg, &db, &last_seq, &snap_codec,
+               : load_existing(d, snap, cfg, &db, &last_seq, &snap_codec,
                                &snap_level, &stored_codec);
     if (r != 0)
         goto fail;
@@ -762,6 +897,8 @@ int iqdb_open(const char *path, const iqdb_config *cfg, iqdb **out)
                       (codec == NULL || snap_level == d->level) &&
                       !db->index_unsaved;
     d->snap_bytes = snapshot_size(path);
+    if (!cfg->readonly)
+        drop_orphan_segments(d);
     if (d->old_stale && !cfg->readonly) {
         /* A finished compaction's leftover; harmless if this fails. */
         char old[4096];
@@ -935,7 +1072,8 @@ static void fail_through(iqdb_durable *d, uint64_t upto, int r,
  * write. Under the other policies a writer applies the queue up to its
  * own write. */
 static int logged_write(iqdb *db, iqdb_buf *payload,
-                        int (*apply)(iqdb *, void *), void *arg)
+                        int (*apply)(iqdb *, void *), void *arg,
+                        uint64_t *where)
 {
     static const unsigned char zeros[8];
     iqdb_durable *d = db->dur;
@@ -956,6 +1094,11 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
         pthread_mutex_unlock(&d->wmu);
         frame_buf_give(d, payload);
         return r;
+    }
+    /* The frame goes at the log's end: where[0], in log entry where[1]. */
+    if (where != NULL) {
+        where[0] = iqdb__wal_size(d->wal);
+        where[1] = d->cur_log;
     }
     r = iqdb__wal_write_framed(d->wal, payload->p, len, &seq);
     if (r != 0) {
@@ -1038,12 +1181,18 @@ static int logged_write(iqdb *db, iqdb_buf *payload,
 typedef struct upsert_arg {
     const iqdb_record *recs;
     size_t n;
+    uint64_t *at;      /* each vector's offset in the frame buffer, made
+                          its home here; NULL: no homes */
+    uint64_t where[2]; /* from logged_write */
 } upsert_arg;
 
 static int apply_upsert_cb(iqdb *db, void *arg)
 {
     upsert_arg *a = arg;
-    return iqdb__apply_upserts(db, a->recs, a->n);
+    if (a->at != NULL)
+        for (size_t i = 0; i < a->n; i++)
+            a->at[i] = home_of((uint32_t)a->where[1], a->where[0] + a->at[i]);
+    return iqdb__apply_upserts(db, a->recs, a->n, a->at);
 }
 
 typedef struct delete_arg {
@@ -1061,10 +1210,16 @@ int iqdb__durable_upsert(iqdb *db, const iqdb_record *recs, size_t n,
                          uint32_t dim)
 {
     iqdb_buf b;
+    uint64_t one;
+    /* Without room for the homes the write goes on without them. */
+    uint64_t *at = n == 1 ? &one : iqdb__malloc(n * sizeof *at);
     frame_buf_take(db->dur, &b);
-    iqdb__enc_upserts(&b, recs, n, dim);
-    upsert_arg a = {recs, n};
-    return logged_write(db, &b, apply_upsert_cb, &a);
+    iqdb__enc_upserts(&b, recs, n, dim, at);
+    upsert_arg a = {recs, n, at, {0, 0}};
+    int r = logged_write(db, &b, apply_upsert_cb, &a, a.where);
+    if (at != &one)
+        iqdb__free(at);
+    return r;
 }
 
 int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
@@ -1073,24 +1228,151 @@ int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
     frame_buf_take(db->dur, &b);
     iqdb__enc_delete(&b, id);
     delete_arg a = {id, was_present};
-    return logged_write(db, &b, apply_delete_cb, &a);
+    return logged_write(db, &b, apply_delete_cb, &a, NULL);
 }
 
 /* ---- compaction ------------------------------------------------------------------ */
 
-/* Step 1 (file comment): wmu held, every logged write applied. */
-static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c)
+static void compaction_free(compaction *c)
+{
+    iqdb__free(c->used);
+    iqdb__free(c->drop);
+    iqdb__free(c->drop_ent);
+    c->used = NULL;
+    c->drop = NULL;
+    c->drop_ent = NULL;
+    c->nused = c->ndrop = 0;
+}
+
+/* Decide which vectors the snapshot leaves in segments (wmu held, the
+ * job prepared): with refs (an automatic compaction, no codec), every
+ * live vector whose log is rotated out or already a segment, unless
+ * those segments would be more than twice the database's live vectors
+ * (plus the compaction threshold): then this snapshot is written whole,
+ * and the dead bytes go with the segments. So segments never take more
+ * than about twice the vectors' size on disk, and a snapshot written
+ * whole costs no more than the dead bytes it drops. The segments this snapshot does not
+ * use are listed for removal. Allocation failures only cost the
+ * references: the snapshot is then written whole. */
+static void plan_refs(iqdb *db, iqdb_durable *d, compaction *c, int refs_ok)
+{
+    const iqdb_store *s = &db->store;
+    uint64_t limit;
+    const unsigned char *live = iqdb__snapshot_job_live(c->job, &limit);
+    uint32_t n = d->nlogs;
+    uint64_t *cnt = NULL;
+    uint32_t *ord = NULL;
+    refs_ok = refs_ok && d->codec == NULL && n > 1;
+    if (refs_ok && ((cnt = iqdb__calloc(n, sizeof *cnt)) == NULL ||
+                    (ord = iqdb__calloc(n, sizeof *ord)) == NULL))
+        refs_ok = 0;
+    uint64_t homed = 0, seg_bytes = 0;
+    uint32_t nused = 0;
+    for (uint64_t i = 0; refs_ok && i < limit; i++) {
+        uint64_t e = s->home[i] >> IQDB_REF_SHIFT;
+        if (((live[i >> 3] >> (i & 7)) & 1) && e != 0 && e < n &&
+            (d->logs[e].state == LOG_SEALED ||
+             d->logs[e].state == LOG_SEGMENT)) {
+            cnt[e]++;
+            homed++;
+        }
+    }
+    for (uint32_t e = 1; refs_ok && e < n; e++)
+        if (cnt[e] > 0) {
+            seg_bytes += d->logs[e].len;
+            nused++;
+        }
+    /* The live vectors, homed or not: what writing the snapshot whole
+     * costs. At most 2^40 slots of at most 2^18 bytes: no overflow. */
+    uint64_t live_bytes = s->count * (uint64_t)db->dim * 4;
+    if (refs_ok && (homed == 0 || (seg_bytes > d->compact_bytes &&
+                                   seg_bytes - d->compact_bytes >
+                                       2 * live_bytes)))
+        refs_ok = 0;
+    uint64_t *refs = NULL;
+    iqdb_snap_seg *segs = NULL;
+    if (refs_ok &&
+        ((refs = iqdb__malloc(limit ? (size_t)limit * 8 : 8)) == NULL ||
+         (segs = iqdb__malloc(nused * sizeof *segs)) == NULL ||
+         (c->used = iqdb__malloc(nused * sizeof *c->used)) == NULL)) {
+        iqdb__free(refs);
+        refs = NULL;
+        refs_ok = 0;
+    }
+    if (refs_ok) {
+        uint32_t k = 0;
+        for (uint32_t e = 1; e < n; e++)
+            if (cnt[e] > 0) {
+                ord[e] = ++k;
+                segs[k - 1] = (iqdb_snap_seg){d->logs[e].base, d->logs[e].salt,
+                                              d->logs[e].len};
+                c->used[k - 1] = e;
+            }
+        for (uint64_t i = 0; i < limit; i++) {
+            uint64_t h = s->home[i], e = h >> IQDB_REF_SHIFT;
+            refs[i] = ((live[i >> 3] >> (i & 7)) & 1) && e != 0 && e < n &&
+                              ord[e] != 0
+                          ? (uint64_t)ord[e] << IQDB_REF_SHIFT |
+                                (h & IQDB_REF_OFF_MASK)
+                          : 0;
+        }
+        if (iqdb__snapshot_set_refs(c->job, refs, segs, nused) != 0) {
+            refs_ok = 0;
+            memset(ord, 0, n * sizeof *ord);
+            iqdb__free(c->used);
+            c->used = NULL;
+        } else {
+            c->nused = nused;
+        }
+    }
+    iqdb__free(segs);
+    if (refs_ok && d->old_log != 0 && ord[d->old_log] != 0 &&
+        d->logs[d->old_log].state == LOG_SEALED) {
+        c->link_old = 1;
+        iqdb__segment_name(c->link_name, sizeof c->link_name,
+                           d->logs[d->old_log].base, d->logs[d->old_log].salt);
+    }
+    /* Segments on disk this snapshot does not use. */
+    uint32_t ndrop = 0;
+    for (uint32_t e = 1; e < n; e++)
+        ndrop += d->logs[e].state == LOG_SEGMENT && (!ord || ord[e] == 0);
+    if (ndrop > 0 && (c->drop = iqdb__malloc(ndrop * sizeof *c->drop)) != NULL &&
+        (c->drop_ent = iqdb__malloc(ndrop * sizeof *c->drop_ent)) != NULL) {
+        for (uint32_t e = 1; e < n; e++)
+            if (d->logs[e].state == LOG_SEGMENT && (!ord || ord[e] == 0)) {
+                iqdb__segment_name(c->drop[c->ndrop], sizeof c->drop[0],
+                                   d->logs[e].base, d->logs[e].salt);
+                c->drop_ent[c->ndrop++] = e;
+            }
+    }
+    iqdb__free(cnt);
+    iqdb__free(ord);
+}
+
+/* Step 1 (file comment): wmu held, every logged write applied. refs:
+ * an automatic compaction, which may leave vectors in segments. */
+static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c, int refs)
 {
     int r;
+    memset(c, 0, sizeof *c);
     /* A "wal.old" still holding frames the snapshot lacks (a compaction
      * that failed, or a crash before one finished) must not be replaced:
      * this snapshot will hold them, and the log is not rotated. */
     if (!d->old_live) {
+        uint64_t end = iqdb__wal_size(d->wal);
         r = iqdb__wal_rotate(d->wal, IQDB_WAL_OLD_FILE);
         if (r != 0) {
             iqdb__retag_error(d->wal, db);
             return fail(d, r);
         }
+        /* The file holding the vectors logged so far is wal.old now,
+         * immutable. */
+        if (d->cur_log != 0) {
+            d->logs[d->cur_log].state = LOG_SEALED;
+            d->logs[d->cur_log].len = end;
+        }
+        d->old_log = d->cur_log;
+        d->cur_log = log_add_wal(d, d->wal, LOG_ACTIVE);
         d->old_live = 1;
         d->empty_wal_size = iqdb__wal_size(d->wal);
     } else if ((r = iqdb__wal_sync(d->wal)) != 0) {
@@ -1113,19 +1395,60 @@ static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c)
     pthread_rwlock_unlock(&db->lock);
     if (r != 0)
         stop(d, r); /* wal.old stays; the log is sound */
+    else
+        plan_refs(db, d, c, refs);
     return r;
+}
+
+/* Keep wal.old as segment name: a second name, synced, before a snapshot
+ * refers to it. A leftover of that name (an attempt that failed before
+ * its snapshot was in place) is the same file or a stale copy:
+ * replaced. */
+static int make_segment(iqdb_durable *d, const compaction *c)
+{
+    char from[4096], to[4096];
+    const iqdb_io *io = iqdb__io();
+    if (join(from, sizeof from, d->dir, IQDB_WAL_OLD_FILE) != 0 ||
+        join(to, sizeof to, d->dir, c->link_name) != 0)
+        return iqdb__set_error(c->db, IQDB_EINVAL, "compaction: path too long");
+    int r = io->link(from, to);
+    if (r != 0 && errno == EEXIST && io->unlink(to) == 0)
+        r = io->link(from, to);
+    if (r != 0) {
+        int e = errno;
+        return iqdb__set_error(c->db, iqdb__io_status(e),
+                               "compaction: cannot keep %s as %s: %s", from,
+                               to, strerror(e));
+    }
+    if (io->fsync_dir(d->dir) != 0) {
+        int e = errno;
+        return iqdb__set_error(c->db, iqdb__io_status(e),
+                               "compaction: directory fsync of %s failed: %s",
+                               d->dir, strerror(e));
+    }
+    return 0;
 }
 
 /* Step 2: no lock held. */
 static int compact_write(iqdb_durable *d, const compaction *c)
 {
-    int r = iqdb__snapshot_commit(c->job, d->dir);
+    int r = c->link_old ? make_segment(d, c) : 0;
+    if (r == 0)
+        r = iqdb__snapshot_commit(c->job, d->dir);
     if (r == 0) {
         char p[4096];
-        /* The snapshot holds every frame of wal.old. Where this unlink
-         * fails or is lost in a crash, the next open removes the file. */
+        int gone = 0;
+        /* The snapshot holds every frame of wal.old (or the segment that
+         * is its second name does). Where an unlink fails or is lost in
+         * a crash, the next open removes the file. */
         if (join(p, sizeof p, d->dir, IQDB_WAL_OLD_FILE) == 0 &&
             iqdb__io()->unlink(p) == 0)
+            gone++;
+        for (uint32_t i = 0; i < c->ndrop; i++)
+            if (join(p, sizeof p, d->dir, c->drop[i]) == 0 &&
+                iqdb__io()->unlink(p) == 0)
+                gone++;
+        if (gone > 0)
             iqdb__io()->fsync_dir(d->dir); /* fewer leftovers */
     }
     return r;
@@ -1138,9 +1461,18 @@ static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
     iqdb__snapshot_job_free(c->job);
     c->job = NULL;
     if (r != 0) {
+        compaction_free(c);
         stop(d, r);
         return;
     }
+    for (uint32_t i = 0; i < c->nused; i++)
+        d->logs[c->used[i]].state = LOG_SEGMENT;
+    for (uint32_t i = 0; i < c->ndrop; i++)
+        d->logs[c->drop_ent[i]].state = LOG_GONE;
+    if (d->old_log != 0 && d->logs[d->old_log].state == LOG_SEALED)
+        d->logs[d->old_log].state = LOG_GONE; /* removed with wal.old */
+    d->old_log = 0;
+    compaction_free(c);
     d->snap_seq = c->seq;
     d->snap_current = 1;
     d->snap_bytes = snapshot_size(d->dir);
@@ -1148,6 +1480,7 @@ static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
 }
 
 void (*iqdb__compact_hook)(const char *dir);
+atomic_int iqdb__compact_refs = 1;
 
 static void *compact_main(void *arg)
 {
@@ -1180,7 +1513,7 @@ static void compact_auto(iqdb *db, iqdb_durable *d)
         d->bg_joinable = 0;
     }
     compaction *c = iqdb__malloc(sizeof *c);
-    int r = c ? compact_begin(db, d, c)
+    int r = c ? compact_begin(db, d, c, atomic_load(&iqdb__compact_refs))
               : iqdb__set_error(db, IQDB_ENOMEM, "compaction: out of memory");
     if (c == NULL || r != 0) {
         iqdb__free(c);
@@ -1232,7 +1565,7 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
         return 0;
     compaction c;
     int rotates = !d->old_live;
-    int r = compact_begin(db, d, &c);
+    int r = compact_begin(db, d, &c, 0);
     if (r != 0)
         return r;
     r = compact_write(d, &c);
@@ -1241,10 +1574,14 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
         /* Not rotated (wal.old was live), so wal still holds frames the
          * snapshot now has, all of them (wmu held throughout): empty it,
          * as a flush promises. A failure here loses nothing. */
+        if (d->cur_log != 0)
+            d->logs[d->cur_log].state = LOG_GONE; /* replaced */
+        d->cur_log = 0;
         if ((r = iqdb__wal_reset(d->wal)) != 0) {
             iqdb__retag_error(d->wal, db);
             return fail(d, r);
         }
+        d->cur_log = log_add_wal(d, d->wal, LOG_ACTIVE);
         d->empty_wal_size = iqdb__wal_size(d->wal);
     }
     return r;
@@ -1537,10 +1874,20 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
     iqdb_config_free(oc);
     if (r == IQDB_ECORRUPT) {
         /* Messages name the file by its path in the directory. */
-        const char *m = iqdb__last_error(), *file = "snapshot";
-        char wp[4096], op[4096];
-        if (join(op, sizeof op, path, IQDB_WAL_OLD_FILE) == 0 &&
-            strstr(m, op) != NULL)
+        const char *m = iqdb__last_error(), *file = "snapshot", *sg;
+        char wp[4096], op[4096], segname[64];
+        if ((sg = strstr(m, "log segment ")) != NULL &&
+            (sg = strstr(sg, "/seg.")) != NULL) {
+            /* A segment the snapshot needs: its name, up to a space. */
+            size_t k = 0;
+            for (sg++; sg[k] != '\0' && sg[k] != ' ' && sg[k] != ':' &&
+                       k + 1 < sizeof segname;
+                 k++)
+                segname[k] = sg[k];
+            segname[k] = '\0';
+            file = segname;
+        } else if (join(op, sizeof op, path, IQDB_WAL_OLD_FILE) == 0 &&
+                   strstr(m, op) != NULL)
             file = IQDB_WAL_OLD_FILE;
         else if (join(wp, sizeof wp, path, IQDB_WAL_FILE) == 0 &&
                  strstr(m, wp) != NULL && strstr(m, snap) == NULL)

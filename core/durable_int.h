@@ -6,6 +6,7 @@
 #ifndef IQDB_DURABLE_INT_H
 #define IQDB_DURABLE_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -79,6 +80,9 @@ int iqdb__io_status(int err);
  * 0xE3069283. Pass the previous result to continue a running checksum.
  * Uses SSE4.2 when the CPU has it, chosen at run time. */
 uint32_t iqdb__crc32c(uint32_t crc, const void *buf, size_t n);
+/* The same continued over len zero bytes, without reading them (a hole
+ * in a snapshot's vector section). */
+uint32_t iqdb__crc32c_zeros(uint32_t crc, uint64_t len);
 
 /* ---- directory lock (lockfile.c) ------------------------------------- */
 typedef struct iqdb_lock iqdb_lock;
@@ -137,5 +141,9 @@ int iqdb__crc32c_hw_available(void);
  * rotated, the store pinned, the snapshot not yet written - with the
  * database directory. NULL in normal use. */
 extern void (*iqdb__compact_hook)(const char *dir);
+/* Non-zero (the default): automatic compactions leave vectors in log
+ * segments (durable.c, "segments"). Tests turn it off to have them write
+ * every vector, as flush and close do. */
+extern atomic_int iqdb__compact_refs;
 
 #endif /* IQDB_DURABLE_INT_H */

@@ -156,6 +156,9 @@ typedef struct iqdb_store {
     iqdb_id *ids;       /* per slot; BYTES ids own their bytes */
     iqdb_meta **meta;   /* per slot, NULL = none */
     uint64_t *order;    /* per slot insertion sequence */
+    uint64_t *home;     /* per slot: where the vector also lies in a log
+                           file, 0 when nowhere known (durable.c, "vector
+                           homes") */
     uint64_t *live;     /* bitmap over slots */
     uint64_t *free_slots;
     size_t nfree;
@@ -301,7 +304,9 @@ int iqdb__durable_stat(iqdb *db, iqdb_stats *st);
 /* Final compaction and release, from iqdb_close. */
 int iqdb__durable_close(iqdb *db);
 /* Apply without logging: the in-memory part of a write (db.c). */
-int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n);
+/* homes (may be NULL): each record's vector home (iqdb_store.home). */
+int iqdb__apply_upserts(iqdb *db, const iqdb_record *recs, size_t n,
+                        const uint64_t *homes);
 int iqdb__apply_delete(iqdb *db, iqdb_id id, int *was_present);
 
 /* A new empty database from a checked configuration (message on NULL). */

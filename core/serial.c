@@ -346,7 +346,7 @@ corrupt:
 /* ---- record batches ------------------------------------------------------- */
 
 void iqdb__enc_upserts(iqdb_buf *b, const iqdb_record *recs, size_t n,
-                       uint32_t dim)
+                       uint32_t dim, uint64_t *at)
 {
     iqdb__buf_u8(b, IQDB_OP_UPSERT);
     iqdb__buf_u32(b, dim);
@@ -356,6 +356,8 @@ void iqdb__enc_upserts(iqdb_buf *b, const iqdb_record *recs, size_t n,
         iqdb__buf_u8(b, recs[i].meta != NULL);
         if (recs[i].meta != NULL)
             iqdb__enc_meta(b, recs[i].meta);
+        if (at != NULL)
+            at[i] = b->len;
         iqdb__buf_f32s(b, recs[i].vector, dim);
     }
 }
@@ -374,6 +376,7 @@ void iqdb__batch_free(iqdb_batch *bt)
         iqdb_meta_free((iqdb_meta *)bt->recs[i].meta);
     iqdb__free(bt->recs);
     iqdb__free(bt->vecs);
+    iqdb__free(bt->vec_at);
     memset(bt, 0, sizeof *bt);
 }
 
@@ -396,6 +399,7 @@ static int dec_record(iqdb_rd *r, iqdb_batch *bt, size_t i, uint32_t dim,
         rec->meta = m;
     }
     float *v = bt->vecs + i * (size_t)dim;
+    bt->vec_at[i] = r->off;
     for (uint32_t j = 0; j < dim; j++) {
         uint32_t u;
         if (iqdb__rd_u32(r, &u) != 0)
@@ -444,7 +448,8 @@ int iqdb__dec_batch(const void *p, size_t len, uint32_t want_dim,
     bt->dim = dim;
     bt->recs = iqdb__calloc(n, sizeof *bt->recs);
     bt->vecs = vbytes ? iqdb__malloc(vbytes) : NULL;
-    if (bt->recs == NULL || (vbytes && bt->vecs == NULL)) {
+    bt->vec_at = vbytes ? iqdb__malloc(n * sizeof *bt->vec_at) : NULL;
+    if (bt->recs == NULL || (vbytes && (bt->vecs == NULL || bt->vec_at == NULL))) {
         iqdb__batch_free(bt);
         return *why = "out of memory", IQDB_ENOMEM;
     }

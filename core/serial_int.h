@@ -56,10 +56,14 @@ typedef struct iqdb_batch {
     size_t n;
     iqdb_record *recs;
     float *vecs;
+    uint64_t *vec_at; /* upserts: where record i's vector starts in the
+                         payload (bytes from its first) */
 } iqdb_batch;
 
+/* at (may be NULL): set at[i] to the offset in b where record i's vector
+ * starts. */
 void iqdb__enc_upserts(iqdb_buf *b, const iqdb_record *recs, size_t n,
-                       uint32_t dim);
+                       uint32_t dim, uint64_t *at);
 void iqdb__enc_delete(iqdb_buf *b, iqdb_id id);
 /* Decode a batch of dimension want_dim (deletes carry none). Returns 0,
  * IQDB_ECORRUPT with *why naming the problem, or IQDB_ENOMEM. */

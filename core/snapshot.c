@@ -65,6 +65,27 @@
  *             output, raw / 1024 .. raw - 1 bytes), the stored bytes. The section's raw length
  *             is S x stride x 4; its CRC covers the blocks' headers too.
  *     INDEX   the index plugin's save() stream (optional)
+ *
+ *   format version 2: a snapshot that leaves vectors in log segments,
+ *   written only by automatic compactions, always raw (codec id 0). It
+ *   has every section of version 1, and two more:
+ *     SEGMENTS (type 8) u32 count G (1..65535), u32 zero, then G x
+ *             (u64 base sequence number, u64 salt, u64 length L): the log
+ *             file "seg.<base>.<salt>" (16 lower-case hex digits each) of
+ *             the database directory, a log rotated out by a compaction
+ *             (header and frames as in wal.c; its header must carry this
+ *             base and salt, 1 <= base <= the header's last frame) whose
+ *             first L bytes must be its header and intact frames
+ *     REFS (type 9) S x u64, one per slot: 0, or the segment's number g
+ *             (1..G) in the top 16 bits and the byte offset of the slot's
+ *             vector (dim f32 inside a frame's payload) in that segment
+ *             in the low 48 (72 <= offset <= L - dim x 4)
+ *   VECTORS keeps its layout, but an arena chunk (the geometry of the
+ *   compressed blocks above) every live slot of which has a reference is
+ *   left as a hole: it reads as zeros, and its vectors are read from the
+ *   segments. A chunk with a live slot without a reference is written in
+ *   full and none of its slots has a reference; a dead slot never has
+ *   one. The section's CRC covers the zeros of the holes.
  */
 #include "config.h"
 
@@ -75,12 +96,14 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "durable_int.h"
 #include "iqdb_int.h"
 #include "serial_int.h"
 #include "snapshot_int.h"
+#include "wal_int.h"
 
 #define HDR_SIZE 128u
 #define ENTRY_SIZE 48u
@@ -384,6 +407,8 @@ struct iqdb_snap_job {
     float **chunks; /* the arena's first ceil(limit / per) chunks */
     uint32_t chunk_shift;
     size_t stride;
+    uint64_t *refs; /* format 2 (iqdb__snapshot_set_refs), else NULL */
+    iqdb_buf segs;  /* format 2: the SEGMENTS section */
 };
 
 /* Whether slot was live when the job was prepared (its SLOTS bitmap,
@@ -391,6 +416,18 @@ struct iqdb_snap_job {
 static int job_live(const iqdb_snap_job *j, uint64_t slot)
 {
     return (((const unsigned char *)j->slots.p)[slot >> 3] >> (slot & 7)) & 1;
+}
+
+/* Whether the chunk of n slots from slot is stored in a format 2 file:
+ * some live slot of it has no reference. live: the SLOTS bitmap as bytes
+ * (bit i of byte i/8). */
+static int chunk_stored(const unsigned char *live, const uint64_t *refs,
+                        uint64_t slot, uint64_t n)
+{
+    for (uint64_t i = slot; i < slot + n; i++)
+        if (((live[i >> 3] >> (i & 7)) & 1) && refs[i] == 0)
+            return 1;
+    return 0;
 }
 
 /* The vectors, chunk by chunk. A chunk whose slots are all live is
@@ -424,6 +461,16 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
     for (uint64_t slot = 0; slot < j->limit && w->err == 0; slot += per) {
         uint64_t n = j->limit - slot < per ? j->limit - slot : per;
         const float *src = j->chunks[slot >> j->chunk_shift];
+        if (j->refs != NULL &&
+            !chunk_stored((const unsigned char *)j->slots.p, j->refs, slot,
+                          n)) {
+            /* Every live vector of it is in a segment: a hole, which
+             * reads as zeros and is checksummed as such. */
+            w_run_flush(w);
+            w->off += (uint64_t)n * vbytes;
+            sec->crc = iqdb__crc32c_zeros(sec->crc, (uint64_t)n * vbytes);
+            continue;
+        }
         uint64_t live = 0;
         for (uint64_t i = 0; i < n; i++)
             live += (uint64_t)job_live(j, slot + i);
@@ -475,12 +522,32 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
     sec->stored = w->off - sec->offset;
 }
 
+/* The REFS section: one little-endian u64 per slot, always raw. */
+static void w_refs(writer *w, section *sec, const iqdb_snap_job *j)
+{
+    unsigned char buf[8192];
+    sec->type = IQDB_SEC_REFS;
+    sec->codec = 0;
+    sec->crc = 0;
+    sec->aux = 0;
+    w_pad_to(w, 8);
+    sec->offset = w->off;
+    for (uint64_t i = 0; i < j->limit && w->err == 0;) {
+        size_t k = 0;
+        for (; k < sizeof buf / 8 && i < j->limit; k++, i++)
+            put64(buf + k * 8, j->refs[i]);
+        w_bytes(w, buf, k * 8, &sec->crc);
+    }
+    sec->raw = sec->stored = j->limit * 8;
+}
+
 static void w_header(writer *w, const iqdb_snap_job *j, const section *secs,
                      uint32_t nsec)
 {
     unsigned char h[HDR_SIZE] = {0};
     memcpy(h, magic, 8);
-    put32(h + 8, IQDB_SNAPSHOT_VERSION);
+    put32(h + 8, j->refs != NULL ? IQDB_SNAPSHOT_VERSION_REFS
+                                 : IQDB_SNAPSHOT_VERSION);
     put32(h + 12, HDR_SIZE);
     put32(h + 16, j->dim);
     put32(h + 20, (uint32_t)j->metric);
@@ -521,8 +588,48 @@ void iqdb__snapshot_job_free(iqdb_snap_job *j)
     iqdb__buf_free(&j->ord);
     iqdb__buf_free(&j->meta);
     iqdb__buf_free(&j->idx);
+    iqdb__buf_free(&j->segs);
+    iqdb__free(j->refs);
     iqdb__free(j->chunks);
     iqdb__free(j);
+}
+
+void iqdb__segment_name(char *buf, size_t cap, uint64_t base, uint64_t salt)
+{
+    snprintf(buf, cap, "seg.%016llx.%016llx", (unsigned long long)base,
+             (unsigned long long)salt);
+}
+
+int iqdb__snapshot_set_refs(iqdb_snap_job *j, uint64_t *refs,
+                            const iqdb_snap_seg *segs, uint32_t nsegs)
+{
+    size_t per = (size_t)1 << j->chunk_shift;
+    const unsigned char *live = (const unsigned char *)j->slots.p;
+    iqdb__free(j->refs);
+    j->refs = refs;
+    /* Only the references of chunks left out of the file are kept, and
+     * only those of live slots. */
+    for (uint64_t slot = 0; slot < j->limit; slot += per) {
+        uint64_t n = j->limit - slot < per ? j->limit - slot : per;
+        int stored = chunk_stored(live, refs, slot, n);
+        for (uint64_t i = slot; i < slot + n; i++)
+            if (stored || !((live[i >> 3] >> (i & 7)) & 1))
+                refs[i] = 0;
+    }
+    iqdb__buf_u32(&j->segs, nsegs);
+    iqdb__buf_u32(&j->segs, 0);
+    for (uint32_t i = 0; i < nsegs; i++) {
+        iqdb__buf_u64(&j->segs, segs[i].base);
+        iqdb__buf_u64(&j->segs, segs[i].salt);
+        iqdb__buf_u64(&j->segs, segs[i].len);
+    }
+    if (j->segs.oom) {
+        iqdb__free(j->refs);
+        j->refs = NULL;
+        iqdb__buf_free(&j->segs);
+        return IQDB_ENOMEM;
+    }
+    return 0;
 }
 
 const unsigned char *iqdb__snapshot_job_live(const iqdb_snap_job *j,
@@ -556,6 +663,7 @@ int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
     iqdb__buf_init(&j->ord);
     iqdb__buf_init(&j->meta);
     iqdb__buf_init(&j->idx);
+    iqdb__buf_init(&j->segs);
     size_t per = (size_t)1 << j->chunk_shift;
     size_t nchunks = (size_t)((s->limit + per - 1) / per);
     if (nchunks > 0) {
@@ -626,6 +734,11 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
               level);
     w_section(&w, &secs[n++], IQDB_SEC_META, j->meta.p, j->meta.len, codec,
               level);
+    if (j->refs != NULL) {
+        w_section(&w, &secs[n++], IQDB_SEC_SEGMENTS, j->segs.p, j->segs.len,
+                  NULL, 0);
+        w_refs(&w, &secs[n++], j);
+    }
     w_vectors(&w, &secs[n++], j);
     if (j->have_index) {
         w_section(&w, &secs[n], IQDB_SEC_INDEX, j->idx.p, j->idx.len, codec,
@@ -633,6 +746,10 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
         secs[n++].aux = j->index_version;
     }
     w_header(&w, j, secs, n);
+    /* Chunks left out at the end of the vectors, with no section after
+     * them, still belong to the file. */
+    if (j->refs != NULL && w.err == 0 && io->ftruncate(w.fd, (off_t)w.off) != 0)
+        w_fail(&w, errno, "ftruncate");
     if (w.dfd >= 0 && io->close(w.dfd) != 0 && w.err == 0)
         w_fail(&w, errno, "close");
     if (w.err == 0 && io->fsync(w.fd) != 0)
@@ -698,6 +815,7 @@ void iqdb__snapshot_close(iqdb_snapshot *sn)
 {
     if (sn->fd >= 0)
         iqdb__io()->close(sn->fd);
+    iqdb__free(sn->segs);
     iqdb__kv_free(sn->params, sn->nparams);
     memset(sn, 0, sizeof *sn);
     sn->fd = -1;
@@ -715,13 +833,17 @@ static int parse_header(iqdb_snapshot *sn, const unsigned char *h,
     uint32_t version = get32(h + 8);
     /* Past the checksum, a higher version is a newer writer's file, not
      * damage (as for the log). */
-    if (version != IQDB_SNAPSHOT_VERSION)
+    if (version != IQDB_SNAPSHOT_VERSION &&
+        version != IQDB_SNAPSHOT_VERSION_REFS)
         return iqdb__set_error(NULL,
-                               version > IQDB_SNAPSHOT_VERSION ? IQDB_ENOTSUP
-                                                               : IQDB_ECORRUPT,
+                               version > IQDB_SNAPSHOT_VERSION_REFS
+                                   ? IQDB_ENOTSUP
+                                   : IQDB_ECORRUPT,
                                "snapshot %s: format version %u, this "
-                               "library reads version %u",
-                               path, version, IQDB_SNAPSHOT_VERSION);
+                               "library reads versions %u and %u",
+                               path, version, IQDB_SNAPSHOT_VERSION,
+                               IQDB_SNAPSHOT_VERSION_REFS);
+    sn->version = version;
     sn->dim = get32(h + 16);
     sn->metric = (int)get32(h + 20);
     sn->count = get64(h + 24);
@@ -764,8 +886,12 @@ static int parse_table(iqdb_snapshot *sn, const unsigned char *t,
         s->crc = get32(e + 32);
         s->aux = get64(e + 40);
         uint64_t eoff = toff + i * ENTRY_SIZE;
-        if (s->type == 0 || s->type > IQDB_SEC_INDEX)
+        if (s->type == 0 || s->type > IQDB_SEC_REFS ||
+            (s->type > IQDB_SEC_INDEX &&
+             sn->version != IQDB_SNAPSHOT_VERSION_REFS))
             return corrupt(NULL, path, eoff, "unknown section type");
+        if (s->type > IQDB_SEC_INDEX && s->codec != 0)
+            return corrupt(NULL, path, eoff, "compressed segment section");
         if (s->offset > file_size || s->stored > file_size - s->offset)
             return corrupt(NULL, path, eoff, "section beyond the end of file");
         if (s->codec != 0 && s->codec != sn->codec_id)
@@ -858,6 +984,12 @@ int iqdb__snapshot_open(const char *path, iqdb_snapshot *sn)
         r = parse_table(sn, t, path, sn->file_size);
     if (r == 0)
         r = check_layout(sn);
+    if (r == 0 && sn->version == IQDB_SNAPSHOT_VERSION_REFS &&
+        (sn->codec_id != 0 || iqdb__snapshot_find(sn, IQDB_SEC_SEGMENTS) ==
+                                  NULL ||
+         iqdb__snapshot_find(sn, IQDB_SEC_REFS) == NULL))
+        r = corrupt(NULL, path, 8, "a format 2 snapshot needs its segment "
+                                   "and reference sections, raw");
     if (r == 0)
         r = iqdb__snapshot_config(sn);
     if (r != 0)
@@ -1107,6 +1239,217 @@ static float *scratch_at(void *ctx, uint64_t slot)
 {
     (void)slot;
     return ctx;
+}
+
+/* chunk_stored over the live bitmap as words (as loaded). */
+static int chunk_stored_w(const uint64_t *live, const uint64_t *refs,
+                          uint64_t slot, uint64_t n)
+{
+    for (uint64_t i = slot; i < slot + n; i++)
+        if (((live[i >> 6] >> (i & 63)) & 1) && refs[i] == 0)
+            return 1;
+    return 0;
+}
+
+/* Format 2: the SEGMENTS section into sn->segs, and the references, one
+ * per slot, into *out, each checked: a reference only for a live slot of
+ * a chunk left out of the file (every live slot of such a chunk has one,
+ * no slot of a stored chunk has one), naming a listed segment, and
+ * inside the bytes of it the snapshot requires. */
+static int load_refs(iqdb_snapshot *sn, const uint64_t *live, uint64_t **out)
+{
+    void *p = NULL;
+    size_t len = 0;
+    *out = NULL;
+    int r = iqdb__snapshot_read(sn, IQDB_SEC_SEGMENTS,
+                                8 + (uint64_t)IQDB_MAX_SEGMENTS * 24, NULL, &p,
+                                &len);
+    if (r != 0)
+        return r;
+    const unsigned char *b = p;
+    uint64_t soff = sec_off(sn, IQDB_SEC_SEGMENTS);
+    uint32_t g = len >= 8 ? get32(b) : 0;
+    if (len < 8 || g == 0 || g > IQDB_MAX_SEGMENTS || get32(b + 4) != 0 ||
+        len != 8 + (size_t)g * 24) {
+        iqdb__free(p);
+        return corrupt(NULL, sn->path, soff, "bad segment list");
+    }
+    iqdb__free(sn->segs);
+    sn->nsegs = 0;
+    if ((sn->segs = iqdb__malloc(g * sizeof *sn->segs)) == NULL) {
+        iqdb__free(p);
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+    }
+    for (uint32_t i = 0; i < g; i++) {
+        iqdb_snap_seg *sg = &sn->segs[i];
+        sg->base = get64(b + 8 + i * 24);
+        sg->salt = get64(b + 16 + i * 24);
+        sg->len = get64(b + 24 + i * 24);
+        if (sg->base == 0 || sg->base > sn->last_seq ||
+            sg->len <= IQDB_WAL_HDR_SIZE || sg->len > IQDB_REF_OFF_MASK) {
+            iqdb__free(p);
+            return corrupt(NULL, sn->path, soff + 8 + i * 24,
+                           "segment out of range");
+        }
+    }
+    sn->nsegs = g;
+    iqdb__free(p);
+    p = NULL;
+    r = iqdb__snapshot_read(sn, IQDB_SEC_REFS, sn->limit * 8, NULL, &p, &len);
+    if (r != 0)
+        return r;
+    uint64_t roff = sec_off(sn, IQDB_SEC_REFS);
+    uint64_t *refs = iqdb__malloc(sn->limit ? (size_t)sn->limit * 8 : 8);
+    if (refs == NULL) {
+        iqdb__free(p);
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
+    }
+    if (len != sn->limit * 8) {
+        iqdb__free(p);
+        iqdb__free(refs);
+        return corrupt(NULL, sn->path, roff,
+                       "reference section size does not match the header");
+    }
+    for (uint64_t i = 0; i < sn->limit; i++)
+        refs[i] = get64((const unsigned char *)p + i * 8);
+    iqdb__free(p);
+    iqdb_arena geo;
+    iqdb__arena_init(&geo, sn->dim);
+    uint64_t per = (uint64_t)1 << geo.chunk_shift, vbytes = (uint64_t)sn->dim * 4;
+    for (uint64_t slot = 0; slot < sn->limit; slot += per) {
+        uint64_t n = sn->limit - slot < per ? sn->limit - slot : per;
+        int stored = chunk_stored_w(live, refs, slot, n);
+        for (uint64_t i = slot; i < slot + n; i++) {
+            uint64_t ref = refs[i], ord = ref >> IQDB_REF_SHIFT,
+                     off = ref & IQDB_REF_OFF_MASK;
+            if (ref == 0)
+                continue;
+            const char *why = NULL;
+            if (stored || !((live[i >> 6] >> (i & 63)) & 1))
+                why = "a reference for a slot whose vector is not in a "
+                      "segment";
+            else if (ord == 0 || ord > g)
+                why = "a reference to an unlisted segment";
+            else if (off < IQDB_WAL_HDR_SIZE + IQDB_WAL_FRAME_HDR ||
+                     off + vbytes > sn->segs[ord - 1].len)
+                why = "a reference outside its segment";
+            if (why != NULL) {
+                iqdb__free(refs);
+                return corrupt(NULL, sn->path, roff + i * 8, why);
+            }
+        }
+    }
+    *out = refs;
+    return 0;
+}
+
+/* Check one segment a snapshot names (every frame in the bytes it needs
+ * intact, and the file the one it names); *fd_out: the segment opened
+ * for reading. */
+static int open_segment(const iqdb_snapshot *sn, const char *dir,
+                        const iqdb_snap_seg *sg, int *fd_out)
+{
+    char name[64], path[4200];
+    iqdb__segment_name(name, sizeof name, sg->base, sg->salt);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    *fd_out = -1;
+    iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 0, name};
+    iqdb_wal *w = NULL;
+    int r = iqdb__wal_open(dir, &o, &w);
+    if (r == IQDB_ENOTFOUND)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: its log segment %s is missing",
+                               sn->path, path);
+    if (r == IQDB_ECORRUPT || r == IQDB_ENOTSUP)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: log segment %s: %s", sn->path,
+                               path, iqdb__last_error());
+    if (r != 0)
+        return r;
+    uint64_t salt, base;
+    iqdb__wal_ident(w, &salt, &base);
+    iqdb_wal_replay_info info;
+    memset(&info, 0, sizeof info);
+    if (salt != sg->salt || base != sg->base) {
+        iqdb__wal_close(w);
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: log segment %s is not the log "
+                               "the snapshot names (its header differs)",
+                               sn->path, path);
+    }
+    iqdb__wal_set_prealloc(w, 1);
+    r = iqdb__wal_replay(w, IQDB_WAL_REPLAY_SALVAGE, NULL, NULL, &info);
+    iqdb__wal_close(w);
+    if (r == IQDB_ECORRUPT || (r == 0 && info.valid_end < sg->len))
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: log segment %s is damaged at "
+                               "offset %llu (%s); the snapshot needs its "
+                               "first %llu bytes",
+                               sn->path, path,
+                               (unsigned long long)info.valid_end,
+                               info.damage ? info.damage : "it ends early",
+                               (unsigned long long)sg->len);
+    if (r != 0)
+        return r;
+    *fd_out = iqdb__io()->open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (*fd_out < 0)
+        return iqdb__set_error(NULL, iqdb__io_status(errno),
+                               "snapshot %s: cannot open %s: %s", sn->path,
+                               path, strerror(errno));
+    return 0;
+}
+
+/* Format 2: copy every referenced vector from its segment into the
+ * arena. Segments are mapped for the copy where mmap works, else read. */
+static int fill_from_segments(iqdb *db, iqdb_snapshot *sn,
+                              const uint64_t *refs)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", sn->path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    uint32_t g = sn->nsegs;
+    int *fds = iqdb__malloc(g * sizeof *fds);
+    const unsigned char **maps = iqdb__calloc(g, sizeof *maps);
+    if (fds == NULL || maps == NULL) {
+        iqdb__free(fds);
+        iqdb__free(maps);
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    }
+    int r = 0;
+    uint32_t opened = 0;
+    for (; opened < g && r == 0; opened++) {
+        r = open_segment(sn, dir, &sn->segs[opened], &fds[opened]);
+        if (r != 0)
+            break;
+        void *m = mmap(NULL, (size_t)sn->segs[opened].len, PROT_READ,
+                       MAP_PRIVATE, fds[opened], 0);
+        maps[opened] = m == MAP_FAILED ? NULL : m;
+    }
+    size_t vb = (size_t)db->dim * 4;
+    for (uint64_t slot = 0; r == 0 && slot < sn->limit; slot++) {
+        uint64_t ref = refs[slot];
+        if (ref == 0)
+            continue;
+        uint32_t i = (uint32_t)(ref >> IQDB_REF_SHIFT) - 1;
+        uint64_t off = ref & IQDB_REF_OFF_MASK;
+        float *dst = iqdb__arena_at(&db->store.arena, slot);
+        if (maps[i] != NULL)
+            memcpy(dst, maps[i] + off, vb);
+        else
+            r = read_exact(fds[i], dst, vb, off, sn->path, NULL);
+    }
+    for (uint32_t i = 0; i < opened; i++) {
+        if (maps[i] != NULL)
+            munmap((void *)maps[i], (size_t)sn->segs[i].len);
+        iqdb__io()->close(fds[i]);
+    }
+    iqdb__free(fds);
+    iqdb__free(maps);
+    return r;
 }
 
 int iqdb__snapshot_verify(iqdb_snapshot *sn, const iqdb_snap_section *s,
@@ -1419,12 +1762,22 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
     if (r == 0 && iqdb__store_reserve(&db->store, (size_t)sn->limit) != 0)
         r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory for %llu records",
                             (unsigned long long)sn->count);
+    uint64_t *refs = NULL;
+    if (r == 0 && sn->version == IQDB_SNAPSHOT_VERSION_REFS)
+        r = load_refs(sn, live, &refs);
     if (r == 0)
         r = load_vectors(db, sn, vs, mapped, codec, packed);
     iqdb__free(packed);
+    if (r == 0 && refs != NULL)
+        r = fill_from_segments(db, sn, refs);
     if (r == 0)
         r = load_records(db, sn, codec, live);
     iqdb__free(live);
+    /* A vector still in its segment stays there for the next
+     * compaction. */
+    for (uint64_t i = 0; r == 0 && refs != NULL && i < sn->limit; i++)
+        db->store.home[i] = refs[i];
+    iqdb__free(refs);
     if (r != 0)
         return r;
     iqdb__store_finish_restore(&db->store, sn->limit, sn->next_order);

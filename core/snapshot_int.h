@@ -12,6 +12,10 @@
 #include "iqdb_int.h"
 
 #define IQDB_SNAPSHOT_VERSION 1u
+/* Format 2: format 1 plus SEGMENTS and REFS, some vectors kept in log
+ * segments rather than in the file (written by automatic compactions;
+ * durable.c, "segments"). */
+#define IQDB_SNAPSHOT_VERSION_REFS 2u
 
 enum {
     IQDB_SEC_CONFIG = 1,
@@ -20,8 +24,26 @@ enum {
     IQDB_SEC_ORDER = 4,
     IQDB_SEC_META = 5,
     IQDB_SEC_VECTORS = 6,
-    IQDB_SEC_INDEX = 7
+    IQDB_SEC_INDEX = 7,
+    IQDB_SEC_SEGMENTS = 8, /* format 2 only */
+    IQDB_SEC_REFS = 9      /* format 2 only */
 };
+
+/* A vector's reference (REFS, and iqdb_store.home in memory): segment
+ * number (1-based) in the top 16 bits, the byte offset of the vector in
+ * that segment in the low 48; 0 for none. */
+#define IQDB_REF_SHIFT 48
+#define IQDB_REF_OFF_MASK (((uint64_t)1 << IQDB_REF_SHIFT) - 1)
+#define IQDB_MAX_SEGMENTS 65535u
+
+/* A log segment a snapshot refers to: a log file that a compaction
+ * rotated out, kept as "seg.<base>.<salt>" (16 hex digits each), and the
+ * bytes of it (frames from its start) that must be intact. */
+typedef struct iqdb_snap_seg {
+    uint64_t base, salt, len;
+} iqdb_snap_seg;
+/* The segment's file name, into buf (at least 38 bytes). */
+void iqdb__segment_name(char *buf, size_t cap, uint64_t base, uint64_t salt);
 
 typedef struct iqdb_snap_section {
     uint32_t type, codec, crc;
@@ -33,6 +55,9 @@ typedef struct iqdb_snapshot {
     int fd;
     char path[4096];
     uint64_t file_size;
+    uint32_t version; /* 1, or 2 (IQDB_SNAPSHOT_VERSION_REFS) */
+    iqdb_snap_seg *segs; /* format 2: its SEGMENTS, after a load */
+    uint32_t nsegs;
     uint32_t dim;
     int metric;
     uint64_t count, limit, next_order;
@@ -73,6 +98,15 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir);
  * the two paths; the files are byte-identical either way. */
 extern atomic_int iqdb__snapshot_direct;
 void iqdb__snapshot_job_free(iqdb_snap_job *j);
+/* Make the job write format 2: refs (owned by the job from here, even on
+ * failure) holds one reference per slot below the job's limit (0: the
+ * vector goes into the file), segs the nsegs segments they name. A chunk
+ * of the arena is left out of the file (a hole reading as zeros) when
+ * every live slot of it has a reference; in any other chunk the
+ * references are cleared and the whole chunk is written. 0 or
+ * IQDB_ENOMEM. */
+int iqdb__snapshot_set_refs(iqdb_snap_job *j, uint64_t *refs,
+                            const iqdb_snap_seg *segs, uint32_t nsegs);
 /* The job's slot bitmap (bit i of byte i/8: slot i was live) and the
  * number of slots it covers, for iqdb__store_pin. */
 const unsigned char *iqdb__snapshot_job_live(const iqdb_snap_job *j,

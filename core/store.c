@@ -64,6 +64,7 @@ void iqdb__store_destroy(iqdb_store *s)
     iqdb__free(s->ids);
     iqdb__free(s->meta);
     iqdb__free(s->order);
+    iqdb__free(s->home);
     iqdb__free(s->live);
     iqdb__free(s->free_slots);
     iqdb__arena_destroy(&s->arena);
@@ -100,6 +101,7 @@ static int grow_slots(iqdb_store *s, uint64_t need)
     if (grow((void **)&s->ids, sizeof *s->ids, s->cap, cap) ||
         grow((void **)&s->meta, sizeof *s->meta, s->cap, cap) ||
         grow((void **)&s->order, sizeof *s->order, s->cap, cap) ||
+        grow((void **)&s->home, sizeof *s->home, s->cap, cap) ||
         grow((void **)&s->free_slots, sizeof *s->free_slots, s->cap, cap) ||
         grow((void **)&s->live, sizeof *s->live, words_old, words))
         return IQDB_ENOMEM;

@@ -1354,6 +1354,14 @@ uint64_t iqdb__wal_size(iqdb_wal *w)
     return n;
 }
 
+void iqdb__wal_ident(iqdb_wal *w, uint64_t *salt, uint64_t *base)
+{
+    pthread_mutex_lock(&w->mu);
+    *salt = w->salt;
+    *base = w->base_seq;
+    pthread_mutex_unlock(&w->mu);
+}
+
 uint64_t iqdb__wal_frame_offset(const iqdb_wal *w)
 {
     return w != NULL ? w->frame_off : 0;

@@ -235,6 +235,9 @@ size_t iqdb__wal_frame_size(size_t len); /* padded payload: len to 8 */
 int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
                            uint64_t *seq);
 
+/* The file's identity: its salt and the sequence number of its first
+ * frame (header fields; both change at a reset or rotation). */
+void iqdb__wal_ident(iqdb_wal *w, uint64_t *salt, uint64_t *base);
 /* Make every frame written so far durable. 0 or an error code. */
 int iqdb__wal_sync(iqdb_wal *w);
 

@@ -139,12 +139,12 @@ static void write_seeds(const char *out)
     };
     for (int i = 0; i < 2; i++) {
         iqdb__buf_init(&p);
-        iqdb__enc_upserts(&p, &recs[i], 1, DIM);
+        iqdb__enc_upserts(&p, &recs[i], 1, DIM, NULL);
         seed_put(&s, &p);
         iqdb__buf_free(&p);
     }
     iqdb__buf_init(&p);
-    iqdb__enc_upserts(&p, recs, 4, DIM);
+    iqdb__enc_upserts(&p, recs, 4, DIM, NULL);
     seed_put(&s, &p);
     iqdb__buf_free(&p);
     iqdb__buf_init(&p);

@@ -590,6 +590,26 @@ START_TEST(test_durable_crc32c_chaining)
 }
 END_TEST
 
+/* Continuing a CRC over zeros without reading them gives what reading
+ * them gives, for lengths around each power of two (every bit of the
+ * length takes its own step) and from several starting states. */
+START_TEST(test_durable_crc32c_zeros)
+{
+    static unsigned char zero[(1 << 17) + 3];
+    const uint32_t starts[] = {0, 0xE3069283u, 0xffffffffu, 0x12345678u};
+    for (size_t s = 0; s < sizeof starts / sizeof starts[0]; s++) {
+        ck_assert_uint_eq(iqdb__crc32c_zeros(starts[s], 0), starts[s]);
+        for (uint64_t p = 1; p <= (1u << 17); p <<= 1)
+            for (uint64_t len = p - 1; len <= p + 1 && len < sizeof zero;
+                 len++)
+                ck_assert_uint_eq(iqdb__crc32c_zeros(starts[s], len),
+                                  iqdb__crc32c(starts[s], zero, (size_t)len));
+        ck_assert_uint_eq(iqdb__crc32c_zeros(starts[s], 100003),
+                          iqdb__crc32c(starts[s], zero, 100003));
+    }
+}
+END_TEST
+
 /* The hardware and software paths agree on every length and alignment
  * (the head/body/tail split of both is exercised). */
 START_TEST(test_durable_crc32c_sw_equals_hw)
@@ -828,6 +848,7 @@ static Suite *durable_suite(void)
         {"powerloss_newer_write_kept", test_durable_powerloss_newer_write_kept},
         {"crc32c_vectors", test_durable_crc32c_vectors},
         {"crc32c_chaining", test_durable_crc32c_chaining},
+        {"crc32c_zeros", test_durable_crc32c_zeros},
         {"crc32c_sw_hw", test_durable_crc32c_sw_equals_hw},
         {"crc32c_flips", test_durable_crc32c_detects_flips},
         {"lock_twice", test_durable_lock_exclusive_twice_same_process},

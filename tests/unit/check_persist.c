@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +44,7 @@ static void teardown(void)
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", tmpdir);
     iqdb__io_reset();
+    atomic_store(&iqdb__compact_refs, 1);
 }
 
 static const char *path(const char *name)
@@ -127,6 +129,7 @@ static int check(iqdb *db, uint64_t i)
 
 static unsigned char *slurp(const char *p, size_t *n);
 static int file_exists(const char *dir, const char *name);
+static int snap_version(const char *dir);
 
 /* ---- round trips ----------------------------------------------------------- */
 
@@ -229,7 +232,7 @@ END_TEST
  * wal.old apart), and the first damage finding in full. */
 typedef struct finding_log {
     int notes, damage, old_note;
-    char file[32];
+    char file[64];
     uint64_t off;
     char msg[512];
 } finding_log;
@@ -948,16 +951,22 @@ START_TEST(test_persist_newer_snapshot_version)
     snprintf(snap, sizeof snap, "%s/snapshot", dir);
     size_t n;
     unsigned char *b = slurp(snap, &n);
-    put_le32(b + 8, 2);
+    put_le32(b + 8, 3);
     fix_header(b);
     spit(snap, b, n);
     ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_ENOTSUP);
-    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "format version 2"));
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "format version 3"));
     ck_assert_int_eq(iqdb_check(dir, NULL, NULL, NULL), IQDB_ENOTSUP);
     size_t n2;
     unsigned char *after = slurp(snap, &n2);
     ck_assert(n == n2 && memcmp(b, after, n) == 0);
     free(after);
+    /* Version 2 without its segment sections: damage. */
+    put_le32(b + 8, 2);
+    fix_header(b);
+    spit(snap, b, n);
+    ck_assert_int_eq(open_db(dir, NULL, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "format 2"));
     /* Version 0 never existed: damage. */
     put_le32(b + 8, 0);
     fix_header(b);
@@ -1519,9 +1528,10 @@ static int file_exists(const char *dir, const char *name)
 }
 
 /* Let the parked compaction go, wait for it to put its snapshot in place
- * (it deletes wal.old then), and copy that snapshot alone into
- * path("snaponly"), to be opened as the state at the compaction's start.
- * Returns the snapshot's bytes (*n of them; the caller frees them). */
+ * (it deletes wal.old then), and copy that snapshot alone (with the log
+ * segments it may refer to, and no log) into path("snaponly"), to be
+ * opened as the state at the compaction's start. Returns the snapshot's
+ * bytes (*n of them; the caller frees them). */
 static unsigned char *let_go_and_copy_snapshot(const char *dir, size_t *n)
 {
     hook_let_go();
@@ -1534,6 +1544,26 @@ static unsigned char *let_go_and_copy_snapshot(const char *dir, size_t *n)
     snprintf(copy, sizeof copy, "%s/snapshot", path("snaponly"));
     unsigned char *b = slurp(snap, n);
     spit(copy, b, *n);
+    /* Format 2 exactly when automatic compactions keep segments. */
+    ck_assert_uint_eq(b[8], atomic_load(&iqdb__compact_refs) ? 2 : 1);
+    DIR *dh = opendir(dir);
+    ck_assert_ptr_nonnull(dh);
+    struct dirent *de;
+    int segs = 0;
+    while ((de = readdir(dh)) != NULL) {
+        if (strncmp(de->d_name, "seg.", 4) != 0)
+            continue;
+        size_t sn;
+        char from[1024], to[1024];
+        snprintf(from, sizeof from, "%s/%s", dir, de->d_name);
+        snprintf(to, sizeof to, "%s/%s", path("snaponly"), de->d_name);
+        unsigned char *s = slurp(from, &sn);
+        spit(to, s, sn);
+        free(s);
+        segs++;
+    }
+    closedir(dh);
+    ck_assert_int_eq(segs > 0, atomic_load(&iqdb__compact_refs) != 0);
     return b;
 }
 
@@ -1553,8 +1583,9 @@ static uint64_t write_until_parked(iqdb *db, uint64_t *next)
  * slot the snapshot reads is reused: the snapshot holds exactly the
  * records as of the frame it was started at, whatever is deleted and
  * added meanwhile. */
-START_TEST(test_persist_bg_compaction_pinned)
+static void bg_compaction_pinned(int refs)
 {
+    atomic_store(&iqdb__compact_refs, refs);
     iqdb_config *c = conf(NULL, IQDB_FSYNC_ALWAYS);
     iqdb_config_set_compact_bytes(c, 4096);
     iqdb *db;
@@ -1609,6 +1640,17 @@ START_TEST(test_persist_bg_compaction_pinned)
         ck_assert_int_eq(check(db, i), 1);
     iqdb_close(db);
     iqdb_config_free(c);
+}
+
+START_TEST(test_persist_bg_compaction_pinned)
+{
+    bg_compaction_pinned(0);
+}
+END_TEST
+
+START_TEST(test_persist_bg_compaction_pinned_refs)
+{
+    bg_compaction_pinned(1);
 }
 END_TEST
 
@@ -2103,7 +2145,7 @@ static void log_record(iqdb_wal *w, uint64_t i)
     iqdb_record rec = {id, v, m};
     iqdb_buf b;
     iqdb__buf_init(&b);
-    iqdb__enc_upserts(&b, &rec, 1, DIM);
+    iqdb__enc_upserts(&b, &rec, 1, DIM, NULL);
     ck_assert_int_eq(iqdb__wal_append(w, b.p, b.len, NULL), 0);
     iqdb__buf_free(&b);
     iqdb_meta_free(m);
@@ -2587,7 +2629,7 @@ START_TEST(test_persist_power_loss_compacting)
     long ops = iqdb__io_count(IQDB_IO_OP_WRITE) + iqdb__io_count(IQDB_IO_OP_FSYNC) +
                iqdb__io_count(IQDB_IO_OP_RENAME);
     iqdb_close(db);
-    int mid = 0, rounds = 0;
+    int mid = 0, rounds = 0, v2 = 0;
     for (long at = 0; at < ops; at += ops / 120 + 1, rounds++) {
         teardown();
         setup();
@@ -2604,6 +2646,7 @@ START_TEST(test_persist_power_loss_compacting)
         iqdb_close(db); /* waits for the compaction thread, which fails */
         iqdb__io_powerloss_end();
         mid += file_exists(path("db"), "wal.old");
+        v2 += snap_version(path("db")) == 2;
         int r = iqdb_open(path("db"), c, &db);
         ck_assert_msg(r == 0, "crash at %ld: %s", at, iqdb_errmsg(NULL));
         for (uint64_t i = 0; i < n; i++) {
@@ -2621,10 +2664,571 @@ START_TEST(test_persist_power_loss_compacting)
      * before the snapshot replaced the old one). */
     ck_assert_msg(mid > 0, "no crash inside a compaction in %d rounds",
                   rounds);
+    /* And some after a compaction that left vectors in a segment. */
+    ck_assert_msg(v2 > 0, "no format 2 snapshot in %d rounds", rounds);
     if (getenv("IQDB_CRASH_VERBOSE"))
         fprintf(stderr, "%d crash points over %ld operations, %d inside "
                 "compactions\n", rounds, ops, mid);
     iqdb_config_free(c);
+}
+END_TEST
+
+/* ---- vectors left in log segments (format 2) ----------------------------- */
+
+#define SD 64 /* 256 bytes a vector: most of a frame, as in real use */
+
+static void svec(uint64_t i, uint64_t gen, float *v)
+{
+    for (int j = 0; j < SD; j++)
+        v[j] = (float)((i * 131 + gen * 17 + (uint64_t)j * 7) % 1009) * 0.25f;
+}
+
+/* Record i of generation gen: a byte-string id for odd i, metadata
+ * {"g": gen}. */
+static iqdb_id sid(uint64_t i, char *key)
+{
+    if (i % 2 == 0)
+        return iqdb_id_u64(i);
+    int n = snprintf(key, 32, "seg-key-%llu", (unsigned long long)i);
+    return iqdb_id_bytes(key, (size_t)n);
+}
+
+/* Records [from, from + n) of generation gen in one batch. */
+static int sput_batch(iqdb *db, uint64_t from, size_t n, uint64_t gen)
+{
+    static float vs[64 * SD];
+    iqdb_record recs[64];
+    char keys[64][32];
+    iqdb_meta *ms[64];
+    ck_assert_uint_le(n, 64);
+    for (size_t k = 0; k < n; k++) {
+        svec(from + k, gen, vs + k * SD);
+        ms[k] = iqdb_meta_new();
+        iqdb_meta_set(ms[k], "g", iqdb_value_int((int64_t)gen));
+        recs[k].id = sid(from + k, keys[k]);
+        recs[k].vector = vs + k * SD;
+        recs[k].meta = ms[k];
+    }
+    int r = iqdb_upsert_batch(db, recs, n, SD);
+    for (size_t k = 0; k < n; k++)
+        iqdb_meta_free(ms[k]);
+    return r;
+}
+
+static int sdel(iqdb *db, uint64_t i)
+{
+    char key[32];
+    return iqdb_delete(db, sid(i, key), NULL);
+}
+
+/* 1: record i present with generation gen's vector and metadata; 0:
+ * absent; fails the test if present otherwise. */
+static int scheck(iqdb *db, uint64_t i, uint64_t gen)
+{
+    char key[32];
+    float v[SD], got[SD];
+    iqdb_meta *m = NULL;
+    int r = iqdb_get(db, sid(i, key), got, SD, &m);
+    if (r == IQDB_ENOTFOUND)
+        return 0;
+    ck_assert_int_eq(r, 0);
+    svec(i, gen, v);
+    ck_assert_msg(memcmp(v, got, sizeof v) == 0, "record %llu: wrong vector",
+                  (unsigned long long)i);
+    iqdb_value g;
+    ck_assert_int_eq(iqdb_meta_get(m, "g", &g), 0);
+    ck_assert_int_eq(g.v.i, (int64_t)gen);
+    iqdb_meta_free(m);
+    return 1;
+}
+
+static iqdb_config *sconf(uint64_t compact)
+{
+    iqdb_config *c = iqdb_config_new(SD, IQDB_METRIC_EUCLIDEAN);
+    iqdb_config_set_compact_bytes(c, compact);
+    return c;
+}
+
+/* Wait until no compaction is between its rotation and its end (no
+ * wal.old). */
+static void wait_compacted(const char *dir)
+{
+    for (int t = 0; t < 4000 && file_exists(dir, "wal.old"); t++)
+        usleep(2500);
+    ck_assert(!file_exists(dir, "wal.old"));
+}
+
+static int snap_version(const char *dir)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    ck_assert_uint_ge(n, 12);
+    int v = b[8];
+    free(b);
+    return v;
+}
+
+/* The segment files in dir: how many, their total size, and the first
+ * names (up to max, 64 bytes each). */
+static int list_segments(const char *dir, char (*names)[64], int max,
+                         uint64_t *bytes)
+{
+    DIR *dh = opendir(dir);
+    ck_assert_ptr_nonnull(dh);
+    struct dirent *de;
+    int n = 0;
+    if (bytes != NULL)
+        *bytes = 0;
+    while ((de = readdir(dh)) != NULL) {
+        if (strncmp(de->d_name, "seg.", 4) != 0)
+            continue;
+        if (n < max) {
+            ck_assert_uint_lt(strlen(de->d_name), 64);
+            memcpy(names[n], de->d_name, strlen(de->d_name) + 1);
+        }
+        n++;
+        if (bytes != NULL) {
+            char p[1024];
+            struct stat st;
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            ck_assert_int_eq(stat(p, &st), 0);
+            *bytes += (uint64_t)st.st_size;
+        }
+    }
+    closedir(dh);
+    return n;
+}
+
+/* Generation of record i after round_writes(.., round): rounds rewrite
+ * every fifth record and delete every ninth. */
+static uint64_t sgen(uint64_t i, int rounds)
+{
+    return i % 5 == 0 ? (uint64_t)rounds : 0;
+}
+
+/* Write records [from, to) in batches of 16, then rewrite every fifth of
+ * them `rounds` times and delete every ninth; wait for the automatic
+ * compactions. */
+static void round_writes(iqdb *db, const char *dir, uint64_t from,
+                         uint64_t to, int rounds)
+{
+    for (uint64_t i = from; i < to; i += 16)
+        ck_assert_int_eq(sput_batch(db, i, to - i < 16 ? to - i : 16, 0), 0);
+    for (int g = 1; g <= rounds; g++)
+        for (uint64_t i = from; i < to; i++)
+            if (i % 5 == 0)
+                ck_assert_int_eq(sput_batch(db, i, 1, (uint64_t)g), 0);
+    for (uint64_t i = from; i < to; i++)
+        if (i % 9 == 4)
+            ck_assert_int_eq(sdel(db, i), 0);
+    wait_compacted(dir);
+}
+
+typedef struct seg_session {
+    uint64_t from, to;
+    int rounds;
+} seg_session;
+
+/* A session that dies without closing (no final compaction): what is on
+ * disk is what automatic compactions and the log made. */
+static int seg_session_child(void *arg)
+{
+    seg_session *s = arg;
+    iqdb_config *c = sconf(32768);
+    iqdb *db;
+    if (iqdb_open(path("db"), c, &db) != 0)
+        return 1;
+    round_writes(db, path("db"), s->from, s->to, s->rounds);
+    return 0;
+}
+
+static void seg_verify(iqdb *db, uint64_t to, int rounds)
+{
+    uint64_t live = 0;
+    for (uint64_t i = 0; i < to; i++) {
+        int want = (i % 9) != 4;
+        ck_assert_int_eq(scheck(db, i, sgen(i, rounds)), want);
+        live += (uint64_t)want;
+    }
+    ck_assert_uint_eq(iqdb_count(db), live);
+}
+
+/* Automatic compactions leave the vectors in the rotated logs (format 2
+ * snapshots, seg.* files), across sessions that die without closing:
+ * every record comes back exact, read-only and read-write, a later
+ * session's compaction keeps the earlier session's segments rather than
+ * rewriting their vectors, and a close writes a self-contained format 1
+ * snapshot and removes the segments. */
+START_TEST(test_persist_segments_round_trip)
+{
+    const char *dir = path("db");
+    seg_session s1 = {0, 400, 2};
+    in_child(seg_session_child, &s1);
+    ck_assert_int_eq(snap_version(dir), 2);
+    char first[8][64];
+    int n1 = list_segments(dir, first, 8, NULL);
+    ck_assert_int_ge(n1, 1);
+    ck_assert_int_le(n1, 8);
+    /* The snapshot's vector section is a hole: no vector is in it. */
+    char p[600];
+    snprintf(p, sizeof p, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    const unsigned char *ent = sec_entry(b, IQDB_SEC_VECTORS);
+    uint64_t off = get_le64(ent + 8), len = get_le64(ent + 16);
+    ck_assert_uint_ge(len, 300 * SD * 4);
+    ck_assert_uint_le(off + len, n);
+    unsigned char any = 0;
+    for (uint64_t k = 0; k < len; k++)
+        any |= b[off + k];
+    ck_assert_uint_eq(any, 0);
+    free(b);
+    iqdb_config *c = sconf(32768);
+    iqdb_config_set_readonly(c, 1);
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    seg_verify(db, 400, 2);
+    iqdb_close(db);
+    iqdb_config_free(c);
+    /* A second session adds to it and dies too. */
+    seg_session s2 = {400, 800, 2};
+    in_child(seg_session_child, &s2);
+    ck_assert_int_eq(snap_version(dir), 2);
+    int kept = 0;
+    for (int i = 0; i < n1; i++)
+        kept += file_exists(dir, first[i]);
+    ck_assert_msg(kept > 0, "the first session's segments were all dropped");
+    c = sconf(32768);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    seg_verify(db, 800, 2);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert_int_eq(snap_version(dir), 1);
+    ck_assert_int_eq(list_segments(dir, NULL, 0, NULL), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    seg_verify(db, 800, 2);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
+/* The bytes of segment i (0-based) the snapshot in dir needs, and its
+ * name. */
+static uint64_t seg_needs(const char *dir, uint32_t i, char *name)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    const unsigned char *ent = sec_entry(b, IQDB_SEC_SEGMENTS);
+    const unsigned char *s = b + get_le64(ent + 8);
+    ck_assert_uint_lt(i, (uint32_t)s[0] | (uint32_t)s[1] << 8);
+    uint64_t base = get_le64(s + 8 + i * 24), salt = get_le64(s + 16 + i * 24);
+    uint64_t len = get_le64(s + 24 + i * 24);
+    iqdb__segment_name(name, 64, base, salt);
+    free(b);
+    return len;
+}
+
+static int small_seg_child(void *arg)
+{
+    (void)arg;
+    iqdb_config *c = sconf(2048);
+    iqdb *db;
+    if (iqdb_open(path("db"), c, &db) != 0)
+        return 1;
+    /* The fourth batch passes the threshold and the first snapshot's
+     * size: records 0-15 end in the segment, 16-23 in the log. */
+    for (uint64_t i = 0; i < 24; i += 4)
+        ck_assert_int_eq(sput_batch(db, i, 4, 0), 0);
+    wait_compacted(path("db"));
+    return 0;
+}
+
+/* A segment the snapshot needs is damaged, cut short, replaced or gone:
+ * the open fails with IQDB_ECORRUPT naming it, changes nothing, and
+ * iqdb_check reports it; with the file restored the database opens. */
+START_TEST(test_persist_segments_damage)
+{
+    const char *dir = path("db");
+    in_child(small_seg_child, NULL);
+    ck_assert_int_eq(snap_version(dir), 2);
+    char name[64], p[600];
+    uint64_t need = seg_needs(dir, 0, name);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    size_t n;
+    unsigned char *orig = slurp(p, &n), *bad = malloc(n), *now;
+    ck_assert_uint_le(need, n);
+    ck_assert_uint_gt(need, IQDB_WAL_HDR_SIZE);
+    iqdb_config *c = sconf(2048);
+    iqdb *db;
+    for (uint64_t i = 0; i < need; i++) {
+        memcpy(bad, orig, n);
+        bad[i] ^= 0x21;
+        spit(p, bad, n);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %llu of %llu: %s",
+                      (unsigned long long)i, (unsigned long long)need,
+                      iqdb_errname(r));
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), name));
+        size_t m;
+        now = slurp(p, &m);
+        ck_assert(m == n && memcmp(now, bad, n) == 0);
+        free(now);
+    }
+    finding_log fl;
+    memset(&fl, 0, sizeof fl);
+    ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &fl), IQDB_ECORRUPT);
+    ck_assert_str_eq(fl.file, name);
+    for (uint64_t len = 0; len < need; len++) {
+        spit(p, orig, (size_t)len);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    }
+    /* Another log under its name (a different salt). */
+    memcpy(bad, orig, n);
+    bad[16] ^= 1;
+    spit(p, bad, n);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), "missing"));
+    finding_log f;
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), IQDB_ECORRUPT);
+    ck_assert_int_eq(f.damage, 1);
+    ck_assert_str_eq(f.file, name);
+    spit(p, orig, n);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    for (uint64_t i = 0; i < 24; i++)
+        ck_assert_int_eq(scheck(db, i, 0), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+    free(orig);
+    free(bad);
+}
+END_TEST
+
+/* Every byte flip and every truncation of a format 2 snapshot (segment
+ * and reference sections, and the hole where its vectors would be) is
+ * rejected. */
+START_TEST(test_persist_segments_snapshot_flips)
+{
+    const char *dir = path("db");
+    in_child(small_seg_child, NULL);
+    ck_assert_int_eq(snap_version(dir), 2);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *orig = slurp(snap, &n), *bad = malloc(n);
+    iqdb_config *c = sconf(2048);
+    iqdb *db;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(bad, orig, n);
+        bad[i] ^= 0x5a;
+        spit(snap, bad, n);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s (%s)", i, n,
+                      iqdb_errname(r), iqdb_errmsg(NULL));
+    }
+    for (size_t len = 0; len < n; len++) {
+        spit(snap, orig, len);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "truncated to %zu: %s", len,
+                      iqdb_errname(r));
+    }
+    spit(snap, orig, n);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), 24);
+    iqdb_close(db);
+    iqdb_config_free(c);
+    free(orig);
+    free(bad);
+}
+END_TEST
+
+/* References a crafted file makes with good checksums are still checked:
+ * to an unlisted segment, outside the bytes the segment holds, for a
+ * dead slot, or in a chunk the file stores. */
+START_TEST(test_persist_segments_bad_refs)
+{
+    const char *dir = path("db");
+    in_child(small_seg_child, NULL);
+    char snap[600];
+    snprintf(snap, sizeof snap, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *orig = slurp(snap, &n), *b = malloc(n);
+    iqdb_config *c = sconf(2048);
+    iqdb *db;
+    const uint64_t cases[][2] = {
+        {0, (uint64_t)7 << IQDB_REF_SHIFT | 4096}, /* unlisted segment */
+        {0, (uint64_t)1 << IQDB_REF_SHIFT | 8},    /* inside its header */
+        {0, (uint64_t)1 << IQDB_REF_SHIFT | IQDB_REF_OFF_MASK}, /* past it */
+        {0, 0}, /* no reference for one live slot: the chunk is stored,
+                   and the others' references are then wrong */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        memcpy(b, orig, n);
+        unsigned char *ent = sec_entry(b, IQDB_SEC_REFS);
+        unsigned char *refs = b + get_le64(ent + 8);
+        ck_assert_uint_ne(get_le64(refs + cases[k][0] * 8), 0);
+        put_le64(refs + cases[k][0] * 8, cases[k][1]);
+        fix_section(b, ent);
+        spit(snap, b, n);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "case %zu: %s", k, iqdb_errname(r));
+    }
+    /* The segment list: empty, a segment starting past the snapshot's
+     * last frame, one too short to hold a frame. */
+    for (int k = 0; k < 3; k++) {
+        memcpy(b, orig, n);
+        unsigned char *ent = sec_entry(b, IQDB_SEC_SEGMENTS);
+        unsigned char *sg = b + get_le64(ent + 8);
+        if (k == 0)
+            put_le32(sg, 0);
+        else if (k == 1)
+            put_le64(sg + 8, get_le64(b + 64) + 1);
+        else
+            put_le64(sg + 24, IQDB_WAL_HDR_SIZE);
+        fix_section(b, ent);
+        spit(snap, b, n);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "segment case %d: %s", k,
+                      iqdb_errname(r));
+    }
+    spit(snap, orig, n);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_close(db);
+    iqdb_config_free(c);
+    free(orig);
+    free(b);
+}
+END_TEST
+
+/* Segment files the snapshot does not name (a crash between a
+ * compaction's link and its snapshot) are removed by a writable open,
+ * left alone by a read-only one; the named ones stay. */
+START_TEST(test_persist_segments_orphans)
+{
+    const char *dir = path("db");
+    in_child(small_seg_child, NULL);
+    char name[64], p[600], q[600];
+    seg_needs(dir, 0, name);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    snprintf(q, sizeof q, "%s/seg.00000000000000ff.0000000000000001", dir);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    spit(q, b, n);
+    free(b);
+    iqdb_config *c = sconf(2048);
+    iqdb_config_set_readonly(c, 1);
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    iqdb_close(db);
+    ck_assert(file_exists(dir, "seg.00000000000000ff.0000000000000001"));
+    iqdb_config_set_readonly(c, 0);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert(!file_exists(dir, "seg.00000000000000ff.0000000000000001"));
+    ck_assert(file_exists(dir, name));
+    for (uint64_t i = 0; i < 24; i++)
+        ck_assert_int_eq(scheck(db, i, 0), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
+/* Each batch rewrites the same 49 records and adds one for good, so
+ * every segment keeps a few live vectors among many dead ones: automatic
+ * compactions then write a snapshot whole and drop the segments, so they
+ * never hold much more than twice the live vectors (plus the threshold
+ * and the log rotated out last). */
+START_TEST(test_persist_segments_bounded)
+{
+    const char *dir = path("db");
+    const uint64_t compact = 16384;
+    iqdb_config *c = sconf(compact);
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    int dropped = 0, had = 0, refs = 0;
+    for (uint64_t g = 0; g < 80; g++) {
+        ck_assert_int_eq(sput_batch(db, 0, 49, g), 0);
+        ck_assert_int_eq(sput_batch(db, 1000 + g, 1, 0), 0);
+        wait_compacted(dir);
+        uint64_t bytes;
+        int segs = list_segments(dir, NULL, 0, &bytes);
+        dropped += had && segs == 0;
+        had = segs > 0;
+        refs += segs > 0;
+        iqdb_stats st;
+        ck_assert_int_eq(iqdb_stat(db, &st), 0);
+        /* Twice the live vectors, the threshold, and a rotated log (at
+         * most the snapshot's size or the threshold, plus a batch). */
+        uint64_t live = (49 + g + 1) * SD * 4;
+        uint64_t cap = 2 * live + compact +
+                       (st.snapshot_bytes > compact ? st.snapshot_bytes
+                                                    : compact) +
+                       50 * (SD * 4 + 64);
+        ck_assert_msg(bytes <= cap, "round %llu: %llu bytes of segments, "
+                      "bound %llu", (unsigned long long)g,
+                      (unsigned long long)bytes, (unsigned long long)cap);
+    }
+    ck_assert_msg(dropped > 0, "no compaction dropped the segments");
+    ck_assert_msg(refs > 10, "segments kept after only %d rounds", refs);
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t i = 0; i < 49; i++)
+            ck_assert_int_eq(scheck(db, i, 79), 1);
+        for (uint64_t g = 0; g < 80; g++)
+            ck_assert_int_eq(scheck(db, 1000 + g, 0), 1);
+        if (pass == 0) {
+            ck_assert_int_eq(iqdb_close(db), 0);
+            ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+        }
+    }
+    iqdb_close(db);
+    iqdb_config_free(c);
+}
+END_TEST
+
+/* The n-th rename-class operation (rotation, segment link, snapshot
+ * rename) or sync of a run with automatic compactions fails: no
+ * acknowledged write is lost, and the handle refuses writes after it. */
+START_TEST(test_persist_segments_faults)
+{
+    const int ops[] = {IQDB_IO_OP_RENAME, IQDB_IO_OP_FSYNC, IQDB_IO_OP_WRITE};
+    int linked = 0;
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++)
+        for (long k = 0; k < 24; k++) {
+            teardown();
+            setup();
+            const char *dir = path("db");
+            iqdb_config *c = sconf(8192);
+            iqdb *db;
+            ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+            iqdb__io_fail_nth(ops[o], ops[o] == IQDB_IO_OP_RENAME ? k : k * 5,
+                              EIO);
+            uint64_t acked = 0;
+            for (uint64_t i = 0; i < 240; i += 8) {
+                if (sput_batch(db, i, 8, 0) != 0)
+                    break;
+                acked = i + 8;
+                /* Give each compaction time to finish (it may fail and
+                 * leave wal.old) before the next write. */
+                for (int t = 0; t < 200 && file_exists(dir, "wal.old"); t++)
+                    usleep(2500);
+            }
+            linked += list_segments(dir, NULL, 0, NULL) > 0;
+            iqdb_close(db);
+            iqdb__io_reset();
+            int r = iqdb_open(dir, c, &db);
+            ck_assert_msg(r == 0, "op %d k %ld: reopen: %s", ops[o], k,
+                          iqdb_errmsg(NULL));
+            for (uint64_t i = 0; i < acked; i++)
+                ck_assert_msg(scheck(db, i, 0), "op %d k %ld: acknowledged "
+                              "%llu lost", ops[o], k, (unsigned long long)i);
+            iqdb_close(db);
+            iqdb_config_free(c);
+        }
+    ck_assert_int_gt(linked, 0);
 }
 END_TEST
 
@@ -3020,8 +3624,9 @@ static void dput(iqdb *db, uint64_t id, uint64_t seed)
     ck_assert_int_eq(iqdb_upsert(db, iqdb_id_u64(id), v, 256, NULL), 0);
 }
 
-START_TEST(test_persist_snapshot_direct_background)
+static void direct_background(int refs)
 {
+    atomic_store(&iqdb__compact_refs, refs);
     char dir[512];
     snprintf(dir, sizeof dir, "%s", path("db"));
     iqdb_config *c = iqdb_config_new(256, IQDB_METRIC_EUCLIDEAN);
@@ -3129,6 +3734,19 @@ START_TEST(test_persist_snapshot_direct_background)
                      IQDB_ENOTFOUND);
     iqdb_close(db);
     iqdb_config_free(c);
+}
+
+START_TEST(test_persist_snapshot_direct_background)
+{
+    direct_background(0);
+}
+END_TEST
+
+/* The same with the vectors left in the rotated log (kept as a segment):
+ * the pinned slots matter only for what the snapshot writes itself. */
+START_TEST(test_persist_snapshot_direct_background_refs)
+{
+    direct_background(1);
 }
 END_TEST
 
@@ -3548,6 +4166,8 @@ static Suite *persist_suite(void)
         {"snapshot_direct", test_persist_snapshot_direct},
         {"snapshot_direct_power_loss", test_persist_snapshot_direct_power_loss},
         {"snapshot_direct_background", test_persist_snapshot_direct_background},
+        {"snapshot_direct_background_refs",
+         test_persist_snapshot_direct_background_refs},
         {"group_commit_write_fault", test_persist_group_commit_write_fault},
         {"wal_old_settle_fails", test_persist_wal_old_settle_fails},
         {"wal_old_settle_power_loss", test_persist_wal_old_settle_power_loss},
@@ -3560,6 +4180,7 @@ static Suite *persist_suite(void)
         {"check_stat_foreach", test_persist_check_stat_foreach},
         {"compaction_amortized", test_persist_compaction_amortized},
         {"bg_compaction_pinned", test_persist_bg_compaction_pinned},
+        {"bg_compaction_pinned_refs", test_persist_bg_compaction_pinned_refs},
         {"bg_compaction_fails", test_persist_bg_compaction_fails},
         {"bg_compaction_slots_bounded", test_persist_bg_compaction_slots_bounded},
         {"bg_compaction_fails_busy", test_persist_bg_compaction_fails_busy},
@@ -3569,6 +4190,13 @@ static Suite *persist_suite(void)
         {"wal_old_stale_damaged", test_persist_wal_old_stale_damaged},
         {"crash_compacting", test_persist_crash_compacting},
         {"power_loss_compacting", test_persist_power_loss_compacting},
+        {"segments_round_trip", test_persist_segments_round_trip},
+        {"segments_damage", test_persist_segments_damage},
+        {"segments_snapshot_flips", test_persist_segments_snapshot_flips},
+        {"segments_bad_refs", test_persist_segments_bad_refs},
+        {"segments_orphans", test_persist_segments_orphans},
+        {"segments_bounded", test_persist_segments_bounded},
+        {"segments_faults", test_persist_segments_faults},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

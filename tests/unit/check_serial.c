@@ -30,7 +30,7 @@ static iqdb_buf sample(void)
                            {iqdb_id_u64(UINT64_MAX), v[2], m}};
     iqdb_buf b;
     iqdb__buf_init(&b);
-    iqdb__enc_upserts(&b, recs, 3, DIM);
+    iqdb__enc_upserts(&b, recs, 3, DIM, NULL);
     iqdb_meta_free(m);
     ck_assert(!b.oom);
     return b;
@@ -62,7 +62,7 @@ START_TEST(test_serial_round_trip)
     /* Re-encoding the decoded batch gives the same bytes. */
     iqdb_buf b2;
     iqdb__buf_init(&b2);
-    iqdb__enc_upserts(&b2, bt.recs, bt.n, DIM);
+    iqdb__enc_upserts(&b2, bt.recs, bt.n, DIM, NULL);
     ck_assert_uint_eq(b2.len, b.len);
     ck_assert_mem_eq(b2.p, b.p, b.len);
     iqdb__buf_free(&b2);
@@ -186,7 +186,7 @@ START_TEST(test_serial_hostile_counts)
     iqdb_record rec = {iqdb_id_u64(1), nanv, NULL};
     iqdb_buf b;
     iqdb__buf_init(&b);
-    iqdb__enc_upserts(&b, &rec, 1, DIM);
+    iqdb__enc_upserts(&b, &rec, 1, DIM, NULL);
     ck_assert_int_eq(iqdb__dec_batch(b.p, b.len, DIM, &bt, &why),
                      IQDB_ECORRUPT);
     iqdb__buf_free(&b);

@@ -372,14 +372,19 @@ IQDB_API int iqdb_config_set_strict_recovery(iqdb_config *cfg, int strict);
 /* Fold the write-ahead log into a new snapshot automatically once it
  * grows past `bytes` (default 64 MiB; 0 turns automatic compaction off)
  * and past the size of the snapshot itself. A compaction rewrites the
- * whole snapshot; the second condition keeps the bytes it writes within
- * about twice the bytes written to the database, however large it grows
- * (so a large database's log may grow to the snapshot's size). The
+ * snapshot's records; the second condition keeps the bytes it writes
+ * within about twice the bytes written to the database, however large it
+ * grows (so a large database's log may grow to the snapshot's size). The
  * snapshot of an automatic compaction is written by a thread the library
  * starts for it, while writes go on into a new log ("wal"; the old one
- * is kept as "wal.old" until the snapshot is in place). If writing it
- * fails, later writes on the handle fail with IQDB_EREADONLY and a
- * message saying why, as after any failed write. */
+ * is kept as "wal.old" until the snapshot is in place). It leaves the
+ * vectors where the log wrote them: the old log is kept as a segment
+ * ("seg.<base>.<salt>") that the snapshot reads them from, until no live
+ * vector lies in it or the segments would outgrow twice the live
+ * vectors (then that compaction writes every vector, as iqdb_flush and
+ * iqdb_close always do, and removes the segments). If writing it fails,
+ * later writes on the handle fail with IQDB_EREADONLY and a message
+ * saying why, as after any failed write. */
 IQDB_API int iqdb_config_set_compact_bytes(iqdb_config *cfg, uint64_t bytes);
 
 /* ------------------------------------------------------------------ */
@@ -397,7 +402,9 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * Open, or create, the durable database in directory `path` (created when
  * absent; its parent must exist). The directory holds the snapshot
  * ("snapshot"), the write-ahead log ("wal", and "wal.old" while a
- * compaction writes its snapshot) and a lock file ("LOCK").
+ * compaction writes its snapshot), the log segments an automatic
+ * compaction's snapshot reads vectors from ("seg.*") and a lock file
+ * ("LOCK").
  *
  * Creating: cfg gives dim, metric, index and parameters. Reopening: the
  * stored dim and metric must equal cfg's (else IQDB_ECONFIG naming both),

@@ -103,6 +103,7 @@ typedef struct iqdb_durable {
     uint32_t nlogs, logcap;
     uint32_t cur_log; /* the entry of "wal", 0 when it has none */
     uint32_t old_log; /* the entry of "wal.old" while old_live */
+    int no_links;     /* the file system refused a hard link: no segments */
 } iqdb_durable;
 
 /* ---- segments -------------------------------------------------------------
@@ -158,6 +159,8 @@ typedef struct compaction {
     char (*drop)[64];       /* segments to remove once it is in place */
     uint32_t ndrop;
     uint32_t *drop_ent;     /* their d->logs entries */
+    uint32_t ndrop_all;     /* then those it uses, up to here */
+    int no_links;           /* step 2 found hard links refused */
 } compaction;
 
 /* The largest frame buffer kept between writes. A fresh multi-megabyte
@@ -1233,6 +1236,41 @@ int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
 
 /* ---- compaction ------------------------------------------------------------------ */
 
+/* After a snapshot holding every vector (wmu held, no logged write
+ * waiting to be applied): forget every log but the one being written,
+ * which becomes entry 1, and the homes in them, so the table does not
+ * grow without end. Segment files the table
+ * forgets are not named by that snapshot: the next writable open
+ * removes any left. */
+static void logs_reset(iqdb *db, iqdb_durable *d)
+{
+    iqdb_store *s = &db->store;
+    uint32_t cur = d->cur_log;
+    struct logent keep = cur != 0 ? d->logs[cur] : (struct logent){0, 0, 0, 0};
+    for (uint64_t i = 0; i < s->limit; i++) {
+        uint64_t e = s->home[i] >> IQDB_REF_SHIFT;
+        if (e != 0)
+            s->home[i] = cur != 0 && e == cur
+                             ? (uint64_t)1 << IQDB_REF_SHIFT |
+                                   (s->home[i] & IQDB_REF_OFF_MASK)
+                             : 0;
+    }
+    d->nlogs = 1;
+    d->old_log = 0;
+    d->cur_log = 0;
+    if (cur != 0)
+        d->cur_log = log_add(d, keep.base, keep.salt, keep.len, keep.state);
+}
+
+/* Whether the snapshot on disk reads vectors from segments (wmu). */
+static int has_segments(const iqdb_durable *d)
+{
+    for (uint32_t e = 1; e < d->nlogs; e++)
+        if (d->logs[e].state == LOG_SEGMENT)
+            return 1;
+    return 0;
+}
+
 static void compaction_free(compaction *c)
 {
     iqdb__free(c->used);
@@ -1241,7 +1279,7 @@ static void compaction_free(compaction *c)
     c->used = NULL;
     c->drop = NULL;
     c->drop_ent = NULL;
-    c->nused = c->ndrop = 0;
+    c->nused = c->ndrop = c->ndrop_all = 0;
 }
 
 /* Decide which vectors the snapshot leaves in segments (wmu held, the
@@ -1262,7 +1300,7 @@ static void plan_refs(iqdb *db, iqdb_durable *d, compaction *c, int refs_ok)
     uint32_t n = d->nlogs;
     uint64_t *cnt = NULL;
     uint32_t *ord = NULL;
-    refs_ok = refs_ok && d->codec == NULL && n > 1;
+    refs_ok = refs_ok && d->codec == NULL && n > 1 && !d->no_links;
     if (refs_ok && ((cnt = iqdb__calloc(n, sizeof *cnt)) == NULL ||
                     (ord = iqdb__calloc(n, sizeof *ord)) == NULL))
         refs_ok = 0;
@@ -1291,9 +1329,11 @@ static void plan_refs(iqdb *db, iqdb_durable *d, compaction *c, int refs_ok)
         refs_ok = 0;
     uint64_t *refs = NULL;
     iqdb_snap_seg *segs = NULL;
+    uint32_t *kept = NULL;
     if (refs_ok &&
         ((refs = iqdb__malloc(limit ? (size_t)limit * 8 : 8)) == NULL ||
          (segs = iqdb__malloc(nused * sizeof *segs)) == NULL ||
+         (kept = iqdb__malloc(nused * sizeof *kept)) == NULL ||
          (c->used = iqdb__malloc(nused * sizeof *c->used)) == NULL)) {
         iqdb__free(refs);
         refs = NULL;
@@ -1316,34 +1356,54 @@ static void plan_refs(iqdb *db, iqdb_durable *d, compaction *c, int refs_ok)
                                 (h & IQDB_REF_OFF_MASK)
                           : 0;
         }
-        if (iqdb__snapshot_set_refs(c->job, refs, segs, nused) != 0) {
+        if (iqdb__snapshot_set_refs(c->job, refs, segs, nused, kept) != 0) {
             refs_ok = 0;
             memset(ord, 0, n * sizeof *ord);
+        } else {
+            /* Only the segments some reference still names (a chunk
+             * with a vector of no home is written whole, references
+             * and all). */
+            for (uint32_t u = 0; u < nused; u++) {
+                uint32_t e = c->used[u];
+                ord[e] = kept[u];
+                if (kept[u] != 0)
+                    c->used[c->nused++] = e;
+            }
+        }
+        if (c->nused == 0) {
+            refs_ok = 0;
             iqdb__free(c->used);
             c->used = NULL;
-        } else {
-            c->nused = nused;
         }
     }
     iqdb__free(segs);
+    iqdb__free(kept);
     if (refs_ok && d->old_log != 0 && ord[d->old_log] != 0 &&
         d->logs[d->old_log].state == LOG_SEALED) {
         c->link_old = 1;
         iqdb__segment_name(c->link_name, sizeof c->link_name,
                            d->logs[d->old_log].base, d->logs[d->old_log].salt);
     }
-    /* Segments on disk this snapshot does not use. */
-    uint32_t ndrop = 0;
+    /* The segments on disk: first those this snapshot does not use (to
+     * remove once it is in place), then those it does (removed too if
+     * step 2 has to write every vector after all). */
+    uint32_t nseg = 0;
     for (uint32_t e = 1; e < n; e++)
-        ndrop += d->logs[e].state == LOG_SEGMENT && (!ord || ord[e] == 0);
-    if (ndrop > 0 && (c->drop = iqdb__malloc(ndrop * sizeof *c->drop)) != NULL &&
-        (c->drop_ent = iqdb__malloc(ndrop * sizeof *c->drop_ent)) != NULL) {
-        for (uint32_t e = 1; e < n; e++)
-            if (d->logs[e].state == LOG_SEGMENT && (!ord || ord[e] == 0)) {
-                iqdb__segment_name(c->drop[c->ndrop], sizeof c->drop[0],
-                                   d->logs[e].base, d->logs[e].salt);
-                c->drop_ent[c->ndrop++] = e;
-            }
+        nseg += d->logs[e].state == LOG_SEGMENT;
+    if (nseg > 0 && (c->drop = iqdb__malloc(nseg * sizeof *c->drop)) != NULL &&
+        (c->drop_ent = iqdb__malloc(nseg * sizeof *c->drop_ent)) != NULL) {
+        for (int used = 0; used < 2; used++) {
+            for (uint32_t e = 1; e < n; e++)
+                if (d->logs[e].state == LOG_SEGMENT &&
+                    (ord != NULL && ord[e] != 0) == used) {
+                    iqdb__segment_name(c->drop[c->ndrop_all],
+                                       sizeof c->drop[0], d->logs[e].base,
+                                       d->logs[e].salt);
+                    c->drop_ent[c->ndrop_all++] = e;
+                }
+            if (!used)
+                c->ndrop = c->ndrop_all;
+        }
     }
     iqdb__free(cnt);
     iqdb__free(ord);
@@ -1414,6 +1474,10 @@ static int make_segment(iqdb_durable *d, const compaction *c)
     int r = io->link(from, to);
     if (r != 0 && errno == EEXIST && io->unlink(to) == 0)
         r = io->link(from, to);
+    if (r != 0 && (errno == EPERM || errno == ENOTSUP ||
+                   errno == EOPNOTSUPP || errno == EMLINK ||
+                   errno == ENOSYS || errno == EXDEV))
+        return IQDB_ENOTSUP; /* a file system without hard links */
     if (r != 0) {
         int e = errno;
         return iqdb__set_error(c->db, iqdb__io_status(e),
@@ -1430,9 +1494,20 @@ static int make_segment(iqdb_durable *d, const compaction *c)
 }
 
 /* Step 2: no lock held. */
-static int compact_write(iqdb_durable *d, const compaction *c)
+static int compact_write(iqdb_durable *d, compaction *c)
 {
     int r = c->link_old ? make_segment(d, c) : 0;
+    if (r == IQDB_ENOTSUP) {
+        /* No hard links here: this snapshot holds every vector, and no
+         * later compaction of the handle tries again. */
+        iqdb__snapshot_clear_refs(c->job);
+        iqdb__free(c->used);
+        c->used = NULL;
+        c->nused = 0;
+        c->ndrop = c->ndrop_all;
+        c->no_links = 1;
+        r = 0;
+    }
     if (r == 0)
         r = iqdb__snapshot_commit(c->job, d->dir);
     if (r == 0) {
@@ -1472,6 +1547,12 @@ static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
     if (d->old_log != 0 && d->logs[d->old_log].state == LOG_SEALED)
         d->logs[d->old_log].state = LOG_GONE; /* removed with wal.old */
     d->old_log = 0;
+    d->no_links |= c->no_links;
+    /* Format 1 on disk: only the log being written still holds homes.
+     * Not while a logged write waits to be applied: it holds its log's
+     * entry number (logged_write), which the reset would change. */
+    if (c->nused == 0 && d->q_head == NULL)
+        logs_reset(db, d);
     compaction_free(c);
     d->snap_seq = c->seq;
     d->snap_current = 1;
@@ -1558,8 +1639,9 @@ static int compact_locked(iqdb *db, iqdb_durable *d)
     if (d->readonly || d->failed || d->stopped)
         return refuse(db, d);
     /* Nothing written since the snapshot, which is already in this
-     * handle's compression: nothing to do. */
-    if (d->snap_current && !d->old_live && d->applied == d->snap_seq &&
+     * handle's compression and holds every vector: nothing to do. */
+    if (d->snap_current && !d->old_live && !has_segments(d) &&
+        d->applied == d->snap_seq &&
         iqdb__wal_next_seq(d->wal) == d->applied + 1 &&
         iqdb__wal_size(d->wal) <= d->empty_wal_size)
         return 0;
@@ -1878,7 +1960,11 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
         char wp[4096], op[4096], segname[64];
         if ((sg = strstr(m, "log segment ")) != NULL &&
             (sg = strstr(sg, "/seg.")) != NULL) {
-            /* A segment the snapshot needs: its name, up to a space. */
+            /* A segment the snapshot needs: its name, after the last
+             * "/seg." (the directory's own path may hold one), up to a
+             * space or a colon. */
+            for (const char *nx; (nx = strstr(sg + 1, "/seg.")) != NULL;)
+                sg = nx;
             size_t k = 0;
             for (sg++; sg[k] != '\0' && sg[k] != ' ' && sg[k] != ':' &&
                        k + 1 < sizeof segname;

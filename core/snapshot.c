@@ -600,33 +600,59 @@ void iqdb__segment_name(char *buf, size_t cap, uint64_t base, uint64_t salt)
              (unsigned long long)salt);
 }
 
+void iqdb__snapshot_clear_refs(iqdb_snap_job *j)
+{
+    iqdb__free(j->refs);
+    j->refs = NULL;
+    iqdb__buf_free(&j->segs);
+}
+
 int iqdb__snapshot_set_refs(iqdb_snap_job *j, uint64_t *refs,
-                            const iqdb_snap_seg *segs, uint32_t nsegs)
+                            const iqdb_snap_seg *segs, uint32_t nsegs,
+                            uint32_t *kept)
 {
     size_t per = (size_t)1 << j->chunk_shift;
     const unsigned char *live = (const unsigned char *)j->slots.p;
-    iqdb__free(j->refs);
+    iqdb__snapshot_clear_refs(j);
     j->refs = refs;
     /* Only the references of chunks left out of the file are kept, and
-     * only those of live slots. */
+     * only those of live slots; kept[] counts them per segment. */
+    memset(kept, 0, nsegs * sizeof *kept);
     for (uint64_t slot = 0; slot < j->limit; slot += per) {
         uint64_t n = j->limit - slot < per ? j->limit - slot : per;
         int stored = chunk_stored(live, refs, slot, n);
-        for (uint64_t i = slot; i < slot + n; i++)
+        for (uint64_t i = slot; i < slot + n; i++) {
+            uint64_t g = refs[i] >> IQDB_REF_SHIFT;
             if (stored || !((live[i >> 3] >> (i & 7)) & 1))
                 refs[i] = 0;
+            else if (g >= 1 && g <= nsegs)
+                kept[g - 1]++;
+        }
     }
-    iqdb__buf_u32(&j->segs, nsegs);
+    /* Segments left without a reference are not named: renumber. */
+    uint32_t m = 0;
+    for (uint32_t g = 0; g < nsegs; g++)
+        kept[g] = kept[g] > 0 ? ++m : 0;
+    if (m == 0) {
+        iqdb__snapshot_clear_refs(j); /* format 1 after all */
+        return 0;
+    }
+    for (uint64_t i = 0; i < j->limit; i++)
+        if (refs[i] != 0)
+            refs[i] = (uint64_t)kept[(refs[i] >> IQDB_REF_SHIFT) - 1]
+                          << IQDB_REF_SHIFT |
+                      (refs[i] & IQDB_REF_OFF_MASK);
+    iqdb__buf_u32(&j->segs, m);
     iqdb__buf_u32(&j->segs, 0);
-    for (uint32_t i = 0; i < nsegs; i++) {
-        iqdb__buf_u64(&j->segs, segs[i].base);
-        iqdb__buf_u64(&j->segs, segs[i].salt);
-        iqdb__buf_u64(&j->segs, segs[i].len);
+    for (uint32_t g = 0; g < nsegs; g++) {
+        if (kept[g] == 0)
+            continue;
+        iqdb__buf_u64(&j->segs, segs[g].base);
+        iqdb__buf_u64(&j->segs, segs[g].salt);
+        iqdb__buf_u64(&j->segs, segs[g].len);
     }
     if (j->segs.oom) {
-        iqdb__free(j->refs);
-        j->refs = NULL;
-        iqdb__buf_free(&j->segs);
+        iqdb__snapshot_clear_refs(j);
         return IQDB_ENOMEM;
     }
     return 0;

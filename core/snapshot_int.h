@@ -103,10 +103,16 @@ void iqdb__snapshot_job_free(iqdb_snap_job *j);
  * vector goes into the file), segs the nsegs segments they name. A chunk
  * of the arena is left out of the file (a hole reading as zeros) when
  * every live slot of it has a reference; in any other chunk the
- * references are cleared and the whole chunk is written. 0 or
- * IQDB_ENOMEM. */
+ * references are cleared and the whole chunk is written. Segments left
+ * with no reference are not named: kept[g] (nsegs entries) is set to
+ * segment g's new number (1-based), or 0 when it was left out; when
+ * none is left the job stays format 1. 0 or IQDB_ENOMEM (the job then
+ * stays format 1). */
 int iqdb__snapshot_set_refs(iqdb_snap_job *j, uint64_t *refs,
-                            const iqdb_snap_seg *segs, uint32_t nsegs);
+                            const iqdb_snap_seg *segs, uint32_t nsegs,
+                            uint32_t *kept);
+/* Back to format 1: every vector goes into the file. */
+void iqdb__snapshot_clear_refs(iqdb_snap_job *j);
 /* The job's slot bitmap (bit i of byte i/8: slot i was live) and the
  * number of slots it covers, for iqdb__store_pin. */
 const unsigned char *iqdb__snapshot_job_live(const iqdb_snap_job *j,

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "dataset.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -44,11 +45,12 @@ static const char *label_name(int generated, unsigned c)
 }
 
 /* Remove a database directory made by an earlier demo (its known files
- * only; anything else stops the removal). */
+ * only: a killed run may leave wal.old and log segments; anything else
+ * stops the removal). */
 static int remove_db(const char *dir)
 {
-    static const char *const files[] = {"snapshot", "wal", "LOCK",
-                                        "snapshot.tmp", "wal.tmp"};
+    static const char *const files[] = {"snapshot", "wal", "wal.old",
+                                        "LOCK", "snapshot.tmp", "wal.tmp"};
     char p[PATH_MAX];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
@@ -57,6 +59,20 @@ static int remove_db(const char *dir)
             return -1;
         }
     }
+    DIR *dh = opendir(dir);
+    struct dirent *de;
+    while (dh != NULL && (de = readdir(dh)) != NULL) {
+        if (strncmp(de->d_name, "seg.", 4) != 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (unlink(p) != 0 && errno != ENOENT) {
+            cli_err("demo: cannot remove %s: %s", p, strerror(errno));
+            closedir(dh);
+            return -1;
+        }
+    }
+    if (dh != NULL)
+        closedir(dh);
     if (rmdir(dir) != 0 && errno != ENOENT) {
         cli_err("demo: cannot remove %s: %s", dir, strerror(errno));
         return -1;

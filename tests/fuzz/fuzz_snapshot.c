@@ -9,6 +9,9 @@
  *          and decoders behind them
  *   bit 1  after the read-only passes, open writable too and flush, so the
  *          writer re-encodes whatever a hostile file managed to load
+ *   bit 2  the rest is u32 n, n bytes of snapshot, then a log segment,
+ *          written under the name the snapshot's first SEGMENTS entry
+ *          gives (format 2: vectors read from a segment)
  * The file is written as `snapshot` into a scratch database directory
  * with no log, then opened read-only with dim 0 (whatever is stored), and
  * on success walked: count, stat, every record through iqdb_foreach, a
@@ -20,8 +23,8 @@
  *
  * Seeds: run with FUZZ_SNAPSHOT_SEEDS=DIR and the target writes a few
  * valid snapshots there (raw, zstd, lz4, hnsw; metadata of every type,
- * byte-string ids, deletes), each with both flag values 0 and 1, and
- * exits.
+ * byte-string ids, deletes) and one of format 2 with its segment, each
+ * with both flag values 0 and 1, and exits.
  *
  * Needs the plugins at run time: IQDB_PLUGIN_PATH=$B/plugins (flat, hnsw,
  * zstd, lz4 of a build tree). Build (clang with libFuzzer; B a configured
@@ -36,6 +39,8 @@
  * Run: see tests/fuzz/README.md. Not built by make.
  */
 #define FUZZ_NAME "fuzz_snapshot"
+
+#include <dirent.h>
 
 #include "durable_int.h"
 #include "fuzz_util.h"
@@ -73,6 +78,36 @@ static void scrub(void)
     unlink(wal);
     unlink(wal_old);
     unlink(tmp);
+    DIR *dh = opendir(dir);
+    struct dirent *de;
+    char p[600];
+    while (dh != NULL && (de = readdir(dh)) != NULL)
+        if (strncmp(de->d_name, "seg.", 4) == 0) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    if (dh != NULL)
+        closedir(dh);
+}
+
+/* The name of the first segment a snapshot's SEGMENTS section (type 8)
+ * lists, or a fixed one. */
+static void seg_name(const uint8_t *b, size_t n, char *name, size_t cap)
+{
+    uint64_t base = 1, salt = 0;
+    uint32_t c = n >= 128 ? (b[52] | (uint32_t)b[53] << 8) : 0;
+    for (uint32_t i = 0; i < c && i < 16 && 128 + (size_t)(i + 1) * 48 <= n;
+         i++) {
+        const uint8_t *e = b + 128 + i * 48;
+        uint64_t off = fz_get64(e + 8);
+        if (e[0] == 8 && off <= n && n - off >= 32) {
+            base = fz_get64(b + off + 8);
+            salt = fz_get64(b + off + 16);
+            break;
+        }
+    }
+    snprintf(name, cap, "%s/seg.%016llx.%016llx", dir,
+             (unsigned long long)base, (unsigned long long)salt);
 }
 
 /* ---- seeds -------------------------------------------------------------- */
@@ -131,6 +166,68 @@ static void seed_db(const char *out, const char *name, const char *codec,
     free(b);
 }
 
+/* A format 2 snapshot and its first segment, taken while the database
+ * that an automatic compaction made them for is still open (a close
+ * would write format 1). */
+static void seed_segments(const char *out)
+{
+    char d[400], sp[500], gp[600];
+    snprintf(d, sizeof d, "%s/db-segments", out);
+    iqdb_config *c = iqdb_config_new(16, IQDB_METRIC_EUCLIDEAN);
+    iqdb_config_set_compact_bytes(c, 2048);
+    iqdb *db;
+    int r = iqdb_open(d, c, &db);
+    if (r != 0)
+        fz_die("seed iqdb_open", r);
+    iqdb_config_free(c);
+    snprintf(sp, sizeof sp, "%s/snapshot", d);
+    float v[16];
+    size_t n = 0;
+    uint8_t *file = NULL;
+    for (uint64_t i = 0; i < 400; i++) {
+        for (int k = 0; k < 16; k++)
+            v[k] = (float)((i * 7 + (uint64_t)k * 3) % 11) - 5.0f;
+        iqdb_meta *m = iqdb_meta_new();
+        iqdb_meta_set(m, "i", iqdb_value_int((int64_t)i));
+        r = iqdb_upsert(db, iqdb_id_u64(i), v, 16, i % 3 ? m : NULL);
+        iqdb_meta_free(m);
+        if (r != 0)
+            fz_die("seed iqdb_upsert", r);
+        snprintf(gp, sizeof gp, "%s/wal.old", d);
+        for (int t = 0; t < 2000 && access(gp, F_OK) == 0; t++)
+            usleep(1000);
+        free(file);
+        file = fz_slurp(sp, &n);
+        if (n > 12 && file[8] == 2)
+            break;
+    }
+    if (n <= 12 || file[8] != 2)
+        fz_die("seed: no format 2 snapshot", -1);
+    seg_name(file, n, gp, sizeof gp);
+    /* seg_name names it in the scratch dir: the same name in d. */
+    const char *base = strrchr(gp, '/');
+    char real[700];
+    snprintf(real, sizeof real, "%s%s", d, base);
+    size_t gn;
+    uint8_t *seg = fz_slurp(real, &gn);
+    uint8_t *b = malloc(1 + 4 + n + gn);
+    if (b == NULL)
+        fz_die("seed read", -1);
+    fz_put32(b + 1, (uint32_t)n);
+    memcpy(b + 5, file, n);
+    memcpy(b + 5 + n, seg, gn);
+    for (int flags = 4; flags < 6; flags++) {
+        char op[500];
+        snprintf(op, sizeof op, "%s/seed-segments-%d", out, flags);
+        b[0] = (uint8_t)flags;
+        fz_spit(op, b, 1 + 4 + n + gn);
+    }
+    free(b);
+    free(seg);
+    free(file);
+    iqdb_close(db);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -141,6 +238,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         seed_db(seeds, "zstd", "zstd", NULL, 3);
         seed_db(seeds, "lz4", "lz4", NULL, 20);
         seed_db(seeds, "hnsw", NULL, "hnsw", 4);
+        seed_segments(seeds);
         printf("seeds written to %s\n", seeds);
         exit(0);
     }
@@ -161,11 +259,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (b == NULL)
         return 0;
     memcpy(b, data + 1, size - 1);
-    size_t n = size - 1;
+    size_t n = size - 1, segn = 0;
+    uint8_t *seg = NULL;
+    if (flags & 4) {
+        uint32_t sn = n >= 4 ? (uint32_t)b[0] | (uint32_t)b[1] << 8 |
+                                   (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24
+                             : 0;
+        if (n < 4 || sn > n - 4) {
+            free(b);
+            return 0;
+        }
+        seg = b + 4 + sn;
+        segn = n - 4 - sn;
+        memmove(b, b + 4, sn);
+        n = sn;
+    }
     if (flags & 1)
         fix_crcs(b, n);
     scrub();
     fz_spit(snap, b, n);
+    if (seg != NULL) {
+        char sp[600];
+        seg_name(b, n, sp, sizeof sp);
+        /* seg lies after b's first n bytes: memmove left it in place. */
+        fz_spit(sp, seg, segn);
+    }
     free(b);
 
     iqdb_config *c = iqdb_config_new(0, (iqdb_metric)0);

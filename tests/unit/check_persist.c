@@ -3373,6 +3373,153 @@ START_TEST(test_persist_segments_no_links)
 }
 END_TEST
 
+/* SIGKILL a writer of batches at random moments, many times, on one
+ * database that is never closed (checked through read-only opens), so
+ * automatic compactions keep segments across the writers and kills land
+ * in them: every acknowledged batch comes back exact, no acknowledged
+ * delete is undone. A window of SKEEP records stays live: each batch of
+ * 8 is followed by the deletes of the 8 records SKEEP before it. */
+#define SKEEP 32
+static void segments_crash_cycles(int cycles)
+{
+    const char *env = getenv("IQDB_CRASH_CYCLES");
+    if (env != NULL && atoi(env) > 0)
+        cycles = atoi(env);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path("db"));
+    iqdb_config *cf = sconf(16384), *ro = sconf(16384);
+    iqdb_config_set_readonly(ro, 1);
+    size_t cap = 1 << 21;
+    unsigned char *state = calloc(cap, 1);
+    uint64_t next = 0, seed = 4711, v2 = 0, segs = 0, mid = 0;
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, cf, &db), 0);
+    for (; next < SKEEP; next += 8) {
+        ck_assert_int_eq(sput_batch(db, next, 8, 0), 0);
+        memset(state + next, 1, 8);
+    }
+    iqdb_close(db);
+    for (int c = 0; c < cycles; c++) {
+        int fds[2];
+        ck_assert_int_eq(pipe(fds), 0);
+        uint64_t start = next;
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            if (iqdb_open(dir, cf, &db) != 0)
+                _exit(2);
+            uint64_t ready = UINT64_MAX;
+            if (write(fds[1], &ready, 8) != 8)
+                _exit(4);
+            for (uint64_t i = start;; i += 8) {
+                uint64_t msg = i << 1;
+                if (sput_batch(db, i, 8, 0) != 0 ||
+                    write(fds[1], &msg, 8) != 8)
+                    _exit(3);
+                for (uint64_t j = i - SKEEP; j < i - SKEEP + 8; j++) {
+                    msg = j << 1 | 1;
+                    if (sdel(db, j) != 0 || write(fds[1], &msg, 8) != 8)
+                        _exit(4);
+                }
+            }
+        }
+        close(fds[1]);
+        uint64_t msg;
+        if (tu_next(&seed) % 4 != 0 && read(fds[0], &msg, 8) == 8)
+            ck_assert(msg == UINT64_MAX);
+        struct timespec ts = {0, (long)(tu_next(&seed) % 40000000)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        ck_assert_msg(WIFSIGNALED(st), "cycle %d: child exited %d", c,
+                      WEXITSTATUS(st));
+        while (read(fds[0], &msg, 8) == 8) {
+            if (msg == UINT64_MAX)
+                continue;
+            uint64_t i = msg >> 1;
+            ck_assert(i + 8 < cap);
+            if (msg & 1) {
+                state[i] = 2;
+            } else {
+                memset(state + i, 1, 8);
+                if (i + 8 > next)
+                    next = i + 8;
+            }
+        }
+        close(fds[0]);
+        mid += file_exists(dir, "wal.old");
+        v2 += snap_version(dir) == 2;
+        segs += list_segments(dir, NULL, 0, NULL) > 0;
+        ck_assert(next + 16 < cap);
+        if (iqdb_open(dir, ro, &db) != 0)
+            ck_abort_msg("cycle %d: %s", c, iqdb_errmsg(NULL));
+        /* In flight: the batch at next (maybe applied) and, when this
+         * cycle's child acknowledged a batch, the deletes that followed
+         * the last one (maybe some applied). */
+        uint64_t del0 = next > start ? next - 8 - SKEEP : UINT64_MAX;
+        uint64_t from = start >= 2 * SKEEP ? start - 2 * SKEEP : 0;
+        for (uint64_t i = from; i < next + 8; i++) {
+            int present = scheck(db, i, 0);
+            int in_flight_del = del0 != UINT64_MAX && i >= del0 && i < del0 + 8;
+            if (state[i] == 1 && !in_flight_del)
+                ck_assert_msg(present, "cycle %d: acknowledged %llu lost", c,
+                              (unsigned long long)i);
+            if (state[i] == 2)
+                ck_assert_msg(!present, "cycle %d: deleted %llu is back", c,
+                              (unsigned long long)i);
+        }
+        iqdb_close(db);
+        /* Settle what was in flight, through a writable open that is
+         * killed, not closed (a close would write format 1). */
+        pid = fork();
+        if (pid == 0) {
+            if (iqdb_open(dir, cf, &db) != 0)
+                _exit(2);
+            char key[32];
+            for (uint64_t j = del0; del0 != UINT64_MAX && j < del0 + 8; j++)
+                if (iqdb_delete(db, sid(j, key), NULL) != 0)
+                    _exit(3);
+            if (iqdb_get(db, sid(next, key), NULL, 0, NULL) == 0) {
+                for (uint64_t j = next - SKEEP; j < next - SKEEP + 8; j++)
+                    if (iqdb_delete(db, sid(j, key), NULL) != 0)
+                        _exit(3);
+                _exit(10); /* the batch at next made it */
+            }
+            _exit(0);
+        }
+        waitpid(pid, &st, 0);
+        ck_assert_msg(WIFEXITED(st) && (WEXITSTATUS(st) == 0 ||
+                                        WEXITSTATUS(st) == 10),
+                      "cycle %d: settling child exited %d", c,
+                      WEXITSTATUS(st));
+        if (del0 != UINT64_MAX)
+            memset(state + del0, 2, 8);
+        if (WEXITSTATUS(st) == 10) {
+            memset(state + next, 1, 8);
+            memset(state + next - SKEEP, 2, 8);
+            next += 8;
+        }
+    }
+    ck_assert_msg(v2 > (uint64_t)cycles / 10 && segs > (uint64_t)cycles / 10,
+                  "format 2 after %llu and segments after %llu of %d cycles",
+                  (unsigned long long)v2, (unsigned long long)segs, cycles);
+    if (getenv("IQDB_CRASH_VERBOSE"))
+        fprintf(stderr, "%d cycles, format 2 after %llu, segments after "
+                "%llu, killed mid-compaction %llu, %llu records\n", cycles,
+                (unsigned long long)v2, (unsigned long long)segs,
+                (unsigned long long)mid, (unsigned long long)next);
+    free(state);
+    iqdb_config_free(cf);
+    iqdb_config_free(ro);
+}
+
+START_TEST(test_persist_segments_crash_cycles)
+{
+    segments_crash_cycles(150);
+}
+END_TEST
+
 /* The n-th rename-class operation (rotation, segment link, snapshot
  * rename) or sync of a run with automatic compactions fails: no
  * acknowledged write is lost, and the handle refuses writes after it. */
@@ -4386,6 +4533,7 @@ static Suite *persist_suite(void)
          test_persist_segments_close_self_contained},
         {"segments_none_when_unused", test_persist_segments_none_when_unused},
         {"segments_no_links", test_persist_segments_no_links},
+        {"segments_crash_cycles", test_persist_segments_crash_cycles},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

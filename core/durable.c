@@ -3,7 +3,7 @@
  *
  * A database directory holds "snapshot" (every record as of some WAL
  * sequence number, see snapshot.c), "wal" (every write since, see wal.c),
- * "LOCK", and the log segments ("seg.*", see "segments" below) a
+ * "LOCK", and the segments ("seg.*", "vec.*", see "segments" below) a
  * snapshot written by an automatic compaction reads vectors from.
  * Opening loads the snapshot, then replays the WAL frames newer than it.
  *
@@ -113,26 +113,35 @@ typedef struct iqdb_durable {
  * out as "wal.old", is kept under a second name, "seg.<base>.<salt>" (a
  * hard link made and synced before the snapshot that needs it is
  * renamed into place), and the snapshot (format 2) records where in
- * that segment each such vector lies. Only vectors with no such home -
- * loaded from a format 1 snapshot, or logged into a file that was reset -
- * are written into the snapshot itself, chunk by chunk.
+ * that segment each such vector lies. The snapshot being replaced is kept
+ * the same way ("vec.<file id>") for the vectors it holds raw, so those
+ * a flush or close wrote are not written again either. Only vectors with
+ * no home - logged into a file that was reset, or held by a compressed
+ * snapshot - are written into the snapshot itself, chunk by chunk; the
+ * new snapshot then becomes their home.
  *
  * The store keeps each slot's home (iqdb_store.home: entry of d->logs in
  * the top 16 bits, file offset in the low 48); d->logs says what became
- * of each log file: still appended to, rotated out and immutable, kept
- * as a segment the snapshot on disk refers to, or gone. A segment is
+ * of each file: a log still appended to, rotated out and immutable, kept
+ * as a segment the snapshot on disk refers to, the snapshot on disk
+ * itself, or gone. A segment is
  * removed once a snapshot that no longer refers to it is in place; an
  * explicit flush or close (and an automatic compaction whose segments
  * hold more dead bytes than live ones, see plan_refs) writes a
  * self-contained format 1 snapshot and removes them all. A writable open
  * removes segment files its snapshot does not name (a crash between the
- * link and the rename, or between the rename and the removals). */
-enum { LOG_GONE = 0, LOG_ACTIVE, LOG_SEALED, LOG_SEGMENT };
+ * link and the rename, or between the rename and the removals). A file
+ * system that refuses hard links gets format 1 snapshots only. */
+enum { LOG_GONE = 0, LOG_ACTIVE, LOG_SEALED, LOG_SEGMENT, LOG_SNAP };
 
 struct logent {
-    uint64_t base, salt; /* the file's header: its name as a segment */
-    uint64_t len;        /* sealed: bytes of frames it holds */
-    int state;           /* LOG_* */
+    uint64_t base, salt; /* the file's header: its name as a segment (base
+                            0: a snapshot file, salt its id) */
+    uint64_t len;        /* sealed: bytes of frames it holds; a snapshot
+                            file: its size */
+    int state;           /* LOG_*; LOG_SNAP: the file named "snapshot" now,
+                            whose raw vectors are homes too (kept as
+                            "vec.<id>" once a newer snapshot needs it) */
 };
 
 /* A logged write waiting to be applied (step 3), on its writer's stack,
@@ -154,6 +163,8 @@ typedef struct compaction {
     uint64_t seq; /* the snapshot holds frames up to this one */
     int link_old;           /* make wal.old the segment link_name first */
     char link_name[64];
+    int link_snap;          /* and "snapshot" the segment snap_name */
+    char snap_name[64];
     uint32_t *used;         /* d->logs entries the snapshot refers to */
     uint32_t nused;
     char (*drop)[64];       /* segments to remove once it is in place */
@@ -452,14 +463,21 @@ static int load_existing(iqdb_durable *d, const char *snap,
         iqdb_close(db);
         db = NULL;
     }
-    /* Its segments become entries 1..n, as the homes loaded name them. */
-    for (uint32_t i = 0; r == 0 && i < sn.nsegs; i++)
-        if (log_add(d, sn.segs[i].base, sn.segs[i].salt, sn.segs[i].len,
-                    LOG_SEGMENT) != i + 1) {
+    /* Its segments become entries 1..n, and the file itself n + 1, as
+     * the homes loaded name them. */
+    for (uint32_t i = 0; r == 0 && i <= sn.nsegs; i++) {
+        if (i == sn.nsegs && !sn.self_homes)
+            break;
+        uint32_t e = i < sn.nsegs
+                         ? log_add(d, sn.segs[i].base, sn.segs[i].salt,
+                                   sn.segs[i].len, LOG_SEGMENT)
+                         : log_add(d, 0, sn.file_id, sn.file_size, LOG_SNAP);
+        if (e != i + 1) {
             iqdb_close(db);
             db = NULL;
             r = iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
         }
+    }
     if (r == 0) {
         *out = db;
         *last_seq = sn.last_seq;
@@ -563,6 +581,16 @@ static int check_dir(const char *path, const iqdb_config *cfg, int *is_new)
     return 0;
 }
 
+/* The last "/seg." or "/vec." in m, or NULL. */
+static const char *last_segment_name(const char *m)
+{
+    const char *last = NULL;
+    for (const char *p = m; (p = strchr(p, '/')) != NULL; p++)
+        if (strncmp(p, "/seg.", 5) == 0 || strncmp(p, "/vec.", 5) == 0)
+            last = p;
+    return last;
+}
+
 /* Remove the segment files the snapshot does not name: left by a crash
  * after a compaction made one and before its snapshot was in place, or
  * after a snapshot that no longer needs one was. Failures cost only
@@ -575,7 +603,8 @@ static void drop_orphan_segments(iqdb_durable *d)
     struct dirent *de;
     int gone = 0;
     while ((de = readdir(dh)) != NULL) {
-        if (strncmp(de->d_name, "seg.", 4) != 0)
+        if (strncmp(de->d_name, "seg.", 4) != 0 &&
+            strncmp(de->d_name, "vec.", 4) != 0)
             continue;
         int named = 0;
         for (uint32_t e = 1; e < d->nlogs && !named; e++) {
@@ -1236,30 +1265,39 @@ int iqdb__durable_delete(iqdb *db, iqdb_id id, int *was_present)
 
 /* ---- compaction ------------------------------------------------------------------ */
 
-/* After a snapshot holding every vector (wmu held, no logged write
- * waiting to be applied): forget every log but the one being written,
- * which becomes entry 1, and the homes in them, so the table does not
- * grow without end. Segment files the table
- * forgets are not named by that snapshot: the next writable open
- * removes any left. */
-static void logs_reset(iqdb *db, iqdb_durable *d)
+/* Drop the entries of logs and files that are gone, renumbering the
+ * others and the homes in them, so the table does not grow without end
+ * (wmu held, no logged write waiting to be applied). Only once enough
+ * are gone to be worth a pass over the slots. */
+static void logs_compact(iqdb *db, iqdb_durable *d)
 {
+    uint32_t n = d->nlogs, gone = 0;
+    for (uint32_t e = 1; e < n; e++)
+        gone += d->logs[e].state == LOG_GONE;
+    if (gone < 16 && gone * 2 < n)
+        return;
+    uint32_t *map = iqdb__calloc(n ? n : 1, sizeof *map);
+    if (map == NULL)
+        return;
+    uint32_t k = 1;
+    for (uint32_t e = 1; e < n; e++)
+        if (d->logs[e].state != LOG_GONE) {
+            map[e] = k;
+            d->logs[k++] = d->logs[e];
+        }
     iqdb_store *s = &db->store;
-    uint32_t cur = d->cur_log;
-    struct logent keep = cur != 0 ? d->logs[cur] : (struct logent){0, 0, 0, 0};
     for (uint64_t i = 0; i < s->limit; i++) {
         uint64_t e = s->home[i] >> IQDB_REF_SHIFT;
         if (e != 0)
-            s->home[i] = cur != 0 && e == cur
-                             ? (uint64_t)1 << IQDB_REF_SHIFT |
+            s->home[i] = e < n && map[e] != 0
+                             ? (uint64_t)map[e] << IQDB_REF_SHIFT |
                                    (s->home[i] & IQDB_REF_OFF_MASK)
                              : 0;
     }
-    d->nlogs = 1;
-    d->old_log = 0;
-    d->cur_log = 0;
-    if (cur != 0)
-        d->cur_log = log_add(d, keep.base, keep.salt, keep.len, keep.state);
+    d->cur_log = map[d->cur_log];
+    d->old_log = map[d->old_log];
+    d->nlogs = k;
+    iqdb__free(map);
 }
 
 /* Whether the snapshot on disk reads vectors from segments (wmu). */
@@ -1310,7 +1348,8 @@ static void plan_refs(iqdb *db, iqdb_durable *d, compaction *c, int refs_ok)
         uint64_t e = s->home[i] >> IQDB_REF_SHIFT;
         if (((live[i >> 3] >> (i & 7)) & 1) && e != 0 && e < n &&
             (d->logs[e].state == LOG_SEALED ||
-             d->logs[e].state == LOG_SEGMENT)) {
+             d->logs[e].state == LOG_SEGMENT ||
+             d->logs[e].state == LOG_SNAP)) {
             cnt[e]++;
             homed++;
         }
@@ -1384,6 +1423,13 @@ static void plan_refs(iqdb *db, iqdb_durable *d, compaction *c, int refs_ok)
         iqdb__segment_name(c->link_name, sizeof c->link_name,
                            d->logs[d->old_log].base, d->logs[d->old_log].salt);
     }
+    /* The snapshot file being replaced, kept for the vectors it holds. */
+    for (uint32_t e = 1; refs_ok && e < n; e++)
+        if (d->logs[e].state == LOG_SNAP && ord[e] != 0) {
+            c->link_snap = 1;
+            iqdb__segment_name(c->snap_name, sizeof c->snap_name, 0,
+                               d->logs[e].salt);
+        }
     /* The segments on disk: first those this snapshot does not use (to
      * remove once it is in place), then those it does (removed too if
      * step 2 has to write every vector after all). */
@@ -1460,16 +1506,18 @@ static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c, int refs)
     return r;
 }
 
-/* Keep wal.old as segment name: a second name, synced, before a snapshot
+/* Give file `name` (wal.old, or the snapshot being replaced) its segment
+ * name `seg`: a second name, synced by make_segments before a snapshot
  * refers to it. A leftover of that name (an attempt that failed before
  * its snapshot was in place) is the same file or a stale copy:
  * replaced. */
-static int make_segment(iqdb_durable *d, const compaction *c)
+static int make_link(iqdb_durable *d, const compaction *c, const char *name,
+                     const char *seg)
 {
     char from[4096], to[4096];
     const iqdb_io *io = iqdb__io();
-    if (join(from, sizeof from, d->dir, IQDB_WAL_OLD_FILE) != 0 ||
-        join(to, sizeof to, d->dir, c->link_name) != 0)
+    if (join(from, sizeof from, d->dir, name) != 0 ||
+        join(to, sizeof to, d->dir, seg) != 0)
         return iqdb__set_error(c->db, IQDB_EINVAL, "compaction: path too long");
     int r = io->link(from, to);
     if (r != 0 && errno == EEXIST && io->unlink(to) == 0)
@@ -1484,7 +1532,22 @@ static int make_segment(iqdb_durable *d, const compaction *c)
                                "compaction: cannot keep %s as %s: %s", from,
                                to, strerror(e));
     }
-    if (io->fsync_dir(d->dir) != 0) {
+    return 0;
+}
+
+/* Keep wal.old and the replaced snapshot, as the plan says, under their
+ * segment names, and sync the directory. IQDB_ENOTSUP: the file system
+ * refuses hard links. */
+static int make_segments(iqdb_durable *d, const compaction *c)
+{
+    int r = 0;
+    if (c->link_old)
+        r = make_link(d, c, IQDB_WAL_OLD_FILE, c->link_name);
+    if (r == 0 && c->link_snap)
+        r = make_link(d, c, "snapshot", c->snap_name);
+    if (r != 0)
+        return r;
+    if (iqdb__io()->fsync_dir(d->dir) != 0) {
         int e = errno;
         return iqdb__set_error(c->db, iqdb__io_status(e),
                                "compaction: directory fsync of %s failed: %s",
@@ -1496,7 +1559,7 @@ static int make_segment(iqdb_durable *d, const compaction *c)
 /* Step 2: no lock held. */
 static int compact_write(iqdb_durable *d, compaction *c)
 {
-    int r = c->link_old ? make_segment(d, c) : 0;
+    int r = c->link_old || c->link_snap ? make_segments(d, c) : 0;
     if (r == IQDB_ENOTSUP) {
         /* No hard links here: this snapshot holds every vector, and no
          * later compaction of the handle tries again. */
@@ -1533,9 +1596,9 @@ static int compact_write(iqdb_durable *d, compaction *c)
 static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
 {
     iqdb__store_unpin(&db->store);
-    iqdb__snapshot_job_free(c->job);
-    c->job = NULL;
     if (r != 0) {
+        iqdb__snapshot_job_free(c->job);
+        c->job = NULL;
         compaction_free(c);
         stop(d, r);
         return;
@@ -1547,12 +1610,25 @@ static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
     if (d->old_log != 0 && d->logs[d->old_log].state == LOG_SEALED)
         d->logs[d->old_log].state = LOG_GONE; /* removed with wal.old */
     d->old_log = 0;
+    /* The snapshot file replaced: kept as a segment (used) or gone. */
+    for (uint32_t e = 1; e < d->nlogs; e++)
+        if (d->logs[e].state == LOG_SNAP)
+            d->logs[e].state = LOG_GONE;
     d->no_links |= c->no_links;
-    /* Format 1 on disk: only the log being written still holds homes.
-     * Not while a logged write waits to be applied: it holds its log's
-     * entry number (logged_write), which the reset would change. */
-    if (c->nused == 0 && d->q_head == NULL)
-        logs_reset(db, d);
+    /* The new file is a home for the vectors it holds raw (the slots
+     * live at its start: pinned till now, so none was reused). */
+    uint64_t id, size, voff;
+    iqdb__snapshot_job_file(c->job, &id, &size, &voff);
+    if (d->codec == NULL) {
+        uint32_t e = log_add(d, 0, id, size, LOG_SNAP);
+        iqdb__snapshot_job_homes(c->job, e, db->store.home);
+    }
+    iqdb__snapshot_job_free(c->job);
+    c->job = NULL;
+    /* Not while a logged write waits to be applied: it holds its log's
+     * entry number (logged_write), which this would change. */
+    if (d->q_head == NULL)
+        logs_compact(db, d);
     compaction_free(c);
     d->snap_seq = c->seq;
     d->snap_current = 1;
@@ -1959,12 +2035,10 @@ int iqdb_check(const char *path, const iqdb_config *cfg, iqdb_check_fn fn,
         const char *m = iqdb__last_error(), *file = "snapshot", *sg;
         char wp[4096], op[4096], segname[64];
         if ((sg = strstr(m, "log segment ")) != NULL &&
-            (sg = strstr(sg, "/seg.")) != NULL) {
+            (sg = last_segment_name(sg)) != NULL) {
             /* A segment the snapshot needs: its name, after the last
-             * "/seg." (the directory's own path may hold one), up to a
-             * space or a colon. */
-            for (const char *nx; (nx = strstr(sg + 1, "/seg.")) != NULL;)
-                sg = nx;
+             * "/seg." or "/vec." (the directory's own path may hold
+             * one), up to a space or a colon. */
             size_t k = 0;
             for (sg++; sg[k] != '\0' && sg[k] != ' ' && sg[k] != ':' &&
                        k + 1 < sizeof segname;

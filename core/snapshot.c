@@ -23,7 +23,10 @@
  *    56   8  section table offset (= 128)
  *    64   8  sequence number of the last WAL frame folded in (0: none;
  *           below 2^63 - 1)
- *    72  48  reserved, zero
+ *    72   8  file id: random, non-zero, new for every file (0 in files
+ *           written before it was added); names the file when a later
+ *           snapshot keeps it as a segment ("vec.<file id>")
+ *    80  40  reserved, zero
  *   120   4  reserved, zero
  *   124   4  CRC32C of bytes 0..123
  *
@@ -75,11 +78,16 @@
  *             the database directory, a log rotated out by a compaction
  *             (header and frames as in wal.c; its header must carry this
  *             base and salt, 1 <= base <= the header's last frame) whose
- *             first L bytes must be its header and intact frames
+ *             first L bytes must be its header and intact frames; or, with
+ *             base 0, an earlier snapshot file "vec.<salt>" kept for the
+ *             vectors it holds raw (its header's file id must be salt, its
+ *             size L, every section intact, raw, of this dim)
  *     REFS (type 9) S x u64, one per slot: 0, or the segment's number g
  *             (1..G) in the top 16 bits and the byte offset of the slot's
- *             vector (dim f32 inside a frame's payload) in that segment
- *             in the low 48 (72 <= offset <= L - dim x 4)
+ *             vector (dim f32 inside a frame's payload, or inside a kept
+ *             snapshot's VECTORS section) in that segment in the low 48
+ *             (72 <= offset <= L - dim x 4 for a log, the vector section
+ *             for a kept snapshot)
  *   VECTORS keeps its layout, but an arena chunk (the geometry of the
  *   compressed blocks above) every live slot of which has a reference is
  *   left as a hole: it reads as zeros, and its vectors are read from the
@@ -108,6 +116,7 @@
 #define HDR_SIZE 128u
 #define ENTRY_SIZE 48u
 #define MAX_SECTIONS 16u
+#define FIRST_SECTION (HDR_SIZE + MAX_SECTIONS * ENTRY_SIZE + 4u) /* 904 */
 #define PAGE 4096u
 #define VBLOCK_HDR 8u /* a compressed vector block: u32 raw, u32 stored */
 /* The most a compressed section may inflate to: MAX_RATIO times its
@@ -409,6 +418,9 @@ struct iqdb_snap_job {
     size_t stride;
     uint64_t *refs; /* format 2 (iqdb__snapshot_set_refs), else NULL */
     iqdb_buf segs;  /* format 2: the SEGMENTS section */
+    uint64_t file_id;
+    uint64_t vec_off; /* where commit put the VECTORS section */
+    uint64_t file_size;
 };
 
 /* Whether slot was live when the job was prepared (its SLOTS bitmap,
@@ -437,7 +449,7 @@ static int chunk_stored(const unsigned char *live, const uint64_t *refs,
  * background compaction writes (iqdb_store.pinned). With a codec each
  * chunk becomes one block (VBLOCK_HDR bytes: raw and stored length, then
  * the stored bytes), compressed when that makes it smaller. */
-static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
+static void w_vectors(writer *w, section *sec, iqdb_snap_job *j)
 {
     size_t per = (size_t)1 << j->chunk_shift;
     size_t vbytes = j->stride * 4;
@@ -452,6 +464,7 @@ static void w_vectors(writer *w, section *sec, const iqdb_snap_job *j)
     /* Raw, the section is the arena's layout, page-aligned for mapping. */
     w_pad_to(w, codec ? 8 : PAGE);
     sec->offset = w->off;
+    j->vec_off = w->off;
     if (codec != NULL && j->limit > 0 &&
         ((cap = codec->bound(per * vbytes)) == 0 ||
          (packed = iqdb__malloc(cap)) == NULL)) {
@@ -558,6 +571,7 @@ static void w_header(writer *w, const iqdb_snap_job *j, const section *secs,
     put32(h + 52, nsec);
     put64(h + 56, HDR_SIZE);
     put64(h + 64, j->last_seq);
+    put64(h + 72, j->file_id);
     put32(h + 124, iqdb__crc32c(0, h, 124));
     unsigned char t[MAX_SECTIONS * ENTRY_SIZE + 4] = {0};
     for (uint32_t i = 0; i < nsec; i++) {
@@ -596,8 +610,39 @@ void iqdb__snapshot_job_free(iqdb_snap_job *j)
 
 void iqdb__segment_name(char *buf, size_t cap, uint64_t base, uint64_t salt)
 {
-    snprintf(buf, cap, "seg.%016llx.%016llx", (unsigned long long)base,
-             (unsigned long long)salt);
+    if (base == 0) /* a snapshot file kept for its vectors */
+        snprintf(buf, cap, "vec.%016llx", (unsigned long long)salt);
+    else
+        snprintf(buf, cap, "seg.%016llx.%016llx", (unsigned long long)base,
+                 (unsigned long long)salt);
+}
+
+void iqdb__snapshot_job_file(const iqdb_snap_job *j, uint64_t *file_id,
+                             uint64_t *size, uint64_t *vec_off)
+{
+    *file_id = j->file_id;
+    *size = j->file_size;
+    *vec_off = j->vec_off;
+}
+
+void iqdb__snapshot_job_homes(const iqdb_snap_job *j, uint32_t entry,
+                              uint64_t *home)
+{
+    const unsigned char *live = (const unsigned char *)j->slots.p;
+    size_t per = (size_t)1 << j->chunk_shift;
+    uint64_t vb = (uint64_t)j->stride * 4;
+    if (j->codec != NULL || entry == 0 ||
+        j->vec_off + j->limit * vb > IQDB_REF_OFF_MASK)
+        return;
+    for (uint64_t slot = 0; slot < j->limit; slot += per) {
+        uint64_t n = j->limit - slot < per ? j->limit - slot : per;
+        if (j->refs != NULL && !chunk_stored(live, j->refs, slot, n))
+            continue;
+        for (uint64_t i = slot; i < slot + n; i++)
+            if ((live[i >> 3] >> (i & 7)) & 1)
+                home[i] = (uint64_t)entry << IQDB_REF_SHIFT |
+                          (j->vec_off + i * vb);
+    }
 }
 
 void iqdb__snapshot_clear_refs(iqdb_snap_job *j)
@@ -683,6 +728,9 @@ int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
     j->next_order = s->next_order;
     j->chunk_shift = s->arena.chunk_shift;
     j->stride = s->arena.stride;
+    j->file_id = iqdb__random_id(0);
+    if (j->file_id == 0)
+        j->file_id = 1;
     iqdb__buf_init(&j->cfg);
     iqdb__buf_init(&j->slots);
     iqdb__buf_init(&j->ids);
@@ -725,7 +773,7 @@ int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
     return 0;
 }
 
-int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
+int iqdb__snapshot_commit(iqdb_snap_job *j, const char *dir)
 {
     char tmp[4096], final[4096];
     const iqdb_io *io = iqdb__io();
@@ -776,6 +824,7 @@ int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir)
      * them, still belong to the file. */
     if (j->refs != NULL && w.err == 0 && io->ftruncate(w.fd, (off_t)w.off) != 0)
         w_fail(&w, errno, "ftruncate");
+    j->file_size = w.off;
     if (w.dfd >= 0 && io->close(w.dfd) != 0 && w.err == 0)
         w_fail(&w, errno, "close");
     if (w.err == 0 && io->fsync(w.fd) != 0)
@@ -878,6 +927,7 @@ static int parse_header(iqdb_snapshot *sn, const unsigned char *h,
     sn->codec_id = get32(h + 48);
     sn->nsec = get32(h + 52);
     sn->last_seq = get64(h + 64);
+    sn->file_id = get64(h + 72);
     if (get32(h + 12) != HDR_SIZE || get64(h + 56) != HDR_SIZE)
         return corrupt(NULL, path, 12, "bad header size");
     if (sn->dim == 0 || sn->dim > IQDB_MAX_DIM)
@@ -1311,8 +1361,12 @@ static int load_refs(iqdb_snapshot *sn, const uint64_t *live, uint64_t **out)
         sg->base = get64(b + 8 + i * 24);
         sg->salt = get64(b + 16 + i * 24);
         sg->len = get64(b + 24 + i * 24);
-        if (sg->base == 0 || sg->base > sn->last_seq ||
-            sg->len <= IQDB_WAL_HDR_SIZE || sg->len > IQDB_REF_OFF_MASK) {
+        /* base 0: an older snapshot file kept for its vectors. */
+        int bad = sg->base == 0
+                      ? sg->salt == 0 || sg->len <= FIRST_SECTION
+                      : sg->base > sn->last_seq ||
+                            sg->len <= IQDB_WAL_HDR_SIZE;
+        if (bad || sg->len > IQDB_REF_OFF_MASK) {
             iqdb__free(p);
             return corrupt(NULL, sn->path, soff + 8 + i * 24,
                            "segment out of range");
@@ -1356,7 +1410,9 @@ static int load_refs(iqdb_snapshot *sn, const uint64_t *live, uint64_t **out)
                       "segment";
             else if (ord == 0 || ord > g)
                 why = "a reference to an unlisted segment";
-            else if (off < IQDB_WAL_HDR_SIZE + IQDB_WAL_FRAME_HDR ||
+            else if (off < (sn->segs[ord - 1].base == 0
+                                ? FIRST_SECTION
+                                : IQDB_WAL_HDR_SIZE + IQDB_WAL_FRAME_HDR) ||
                      off + vbytes > sn->segs[ord - 1].len)
                 why = "a reference outside its segment";
             if (why != NULL) {
@@ -1372,13 +1428,70 @@ static int load_refs(iqdb_snapshot *sn, const uint64_t *live, uint64_t **out)
 /* Check one segment a snapshot names (every frame in the bytes it needs
  * intact, and the file the one it names); *fd_out: the segment opened
  * for reading. */
+/* An older snapshot file kept for its vectors ("vec.<id>"): every
+ * section of it intact, its id, dimension and size the ones sg and sn
+ * give, raw; [*lo, *hi): its vector section. */
+static int check_vec_file(const iqdb_snapshot *sn, const char *path,
+                          const iqdb_snap_seg *sg, uint64_t *lo, uint64_t *hi)
+{
+    iqdb_snapshot *v = iqdb__malloc(sizeof *v);
+    if (v == NULL)
+        return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
+    int r = iqdb__snapshot_open(path, v), opened = r == 0;
+    if (r == IQDB_ENOTFOUND) {
+        iqdb__free(v);
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: its log segment %s is missing",
+                               sn->path, path);
+    }
+    const char *why = NULL;
+    const iqdb_snap_section *vs = NULL;
+    if (r == 0) {
+        vs = iqdb__snapshot_find(v, IQDB_SEC_VECTORS);
+        if (v->file_id != sg->salt || v->file_size != sg->len)
+            why = "is not the file the snapshot names (its id or size "
+                  "differs)";
+        else if (v->dim != sn->dim || v->codec_id != 0 || vs == NULL)
+            why = "does not hold raw vectors of this dimension";
+    }
+    for (uint32_t i = 0; r == 0 && why == NULL && i < v->nsec; i++)
+        r = iqdb__snapshot_verify(v, &v->sec[i], NULL);
+    if (r == 0 && why == NULL) {
+        *lo = vs->offset;
+        *hi = vs->offset + vs->stored;
+    }
+    if (opened)
+        iqdb__snapshot_close(v);
+    iqdb__free(v);
+    if (r == IQDB_ECORRUPT || r == IQDB_ENOTSUP || r == IQDB_ENOPLUGIN)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: log segment %s: %s", sn->path,
+                               path, iqdb__last_error());
+    if (r != 0)
+        return r;
+    if (why != NULL)
+        return iqdb__set_error(NULL, IQDB_ECORRUPT,
+                               "snapshot %s: log segment %s %s", sn->path,
+                               path, why);
+    return 0;
+}
+
 static int open_segment(const iqdb_snapshot *sn, const char *dir,
-                        const iqdb_snap_seg *sg, int *fd_out)
+                        const iqdb_snap_seg *sg, int *fd_out, uint64_t *lo,
+                        uint64_t *hi)
 {
     char name[64], path[4200];
     iqdb__segment_name(name, sizeof name, sg->base, sg->salt);
     snprintf(path, sizeof path, "%s/%s", dir, name);
     *fd_out = -1;
+    *lo = IQDB_WAL_HDR_SIZE + IQDB_WAL_FRAME_HDR;
+    *hi = sg->len;
+    if (sg->base == 0) {
+        int r = check_vec_file(sn, path, sg, lo, hi);
+        if (r != 0)
+            return r;
+        goto open_fd;
+    }
     iqdb_wal_options o = {IQDB_WAL_NEVER, 100, 0, 1, 0, name};
     iqdb_wal *w = NULL;
     int r = iqdb__wal_open(dir, &o, &w);
@@ -1417,6 +1530,7 @@ static int open_segment(const iqdb_snapshot *sn, const char *dir,
                                (unsigned long long)sg->len);
     if (r != 0)
         return r;
+open_fd:
     *fd_out = iqdb__io()->open(path, O_RDONLY | O_CLOEXEC, 0);
     if (*fd_out < 0)
         return iqdb__set_error(NULL, iqdb__io_status(errno),
@@ -1440,15 +1554,19 @@ static int fill_from_segments(iqdb *db, iqdb_snapshot *sn,
     uint32_t g = sn->nsegs;
     int *fds = iqdb__malloc(g * sizeof *fds);
     const unsigned char **maps = iqdb__calloc(g, sizeof *maps);
-    if (fds == NULL || maps == NULL) {
+    uint64_t *lo = iqdb__malloc(g * sizeof *lo), *hi = iqdb__malloc(g * sizeof *hi);
+    if (fds == NULL || maps == NULL || lo == NULL || hi == NULL) {
         iqdb__free(fds);
         iqdb__free(maps);
+        iqdb__free(lo);
+        iqdb__free(hi);
         return iqdb__set_error(NULL, IQDB_ENOMEM, "open: out of memory");
     }
     int r = 0;
     uint32_t opened = 0;
     for (; opened < g && r == 0; opened++) {
-        r = open_segment(sn, dir, &sn->segs[opened], &fds[opened]);
+        r = open_segment(sn, dir, &sn->segs[opened], &fds[opened],
+                         &lo[opened], &hi[opened]);
         if (r != 0)
             break;
         void *m = mmap(NULL, (size_t)sn->segs[opened].len, PROT_READ,
@@ -1463,6 +1581,11 @@ static int fill_from_segments(iqdb *db, iqdb_snapshot *sn,
         uint32_t i = (uint32_t)(ref >> IQDB_REF_SHIFT) - 1;
         uint64_t off = ref & IQDB_REF_OFF_MASK;
         float *dst = iqdb__arena_at(&db->store.arena, slot);
+        if (off < lo[i] || off + vb > hi[i]) {
+            r = corrupt(NULL, sn->path, sec_off(sn, IQDB_SEC_REFS) + slot * 8,
+                        "a reference outside its segment's vectors");
+            break;
+        }
         if (maps[i] != NULL)
             memcpy(dst, maps[i] + off, vb);
         else
@@ -1475,6 +1598,8 @@ static int fill_from_segments(iqdb *db, iqdb_snapshot *sn,
     }
     iqdb__free(fds);
     iqdb__free(maps);
+    iqdb__free(lo);
+    iqdb__free(hi);
     return r;
 }
 
@@ -1798,11 +1923,28 @@ int iqdb__snapshot_load(iqdb *db, iqdb_snapshot *sn,
         r = fill_from_segments(db, sn, refs);
     if (r == 0)
         r = load_records(db, sn, codec, live);
-    iqdb__free(live);
     /* A vector still in its segment stays there for the next
-     * compaction. */
+     * compaction; so does one this file holds raw, as the segment after
+     * the listed ones, when the file has an id to be kept under. */
     for (uint64_t i = 0; r == 0 && refs != NULL && i < sn->limit; i++)
         db->store.home[i] = refs[i];
+    uint64_t vb = db->store.arena.stride * 4;
+    if (r == 0 && sn->file_id != 0 && vs->codec == 0 &&
+        vs->offset + sn->limit * vb <= IQDB_REF_OFF_MASK) {
+        size_t per = (size_t)1 << db->store.arena.chunk_shift;
+        uint64_t self = (uint64_t)sn->nsegs + 1;
+        for (uint64_t slot = 0; slot < sn->limit; slot += per) {
+            uint64_t n = sn->limit - slot < per ? sn->limit - slot : per;
+            if (refs != NULL && !chunk_stored_w(live, refs, slot, n))
+                continue;
+            for (uint64_t i = slot; i < slot + n; i++)
+                if ((live[i >> 6] >> (i & 63)) & 1)
+                    db->store.home[i] = self << IQDB_REF_SHIFT |
+                                        (vs->offset + i * vb);
+        }
+        sn->self_homes = 1;
+    }
+    iqdb__free(live);
     iqdb__free(refs);
     if (r != 0)
         return r;

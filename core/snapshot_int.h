@@ -56,6 +56,9 @@ typedef struct iqdb_snapshot {
     char path[4096];
     uint64_t file_size;
     uint32_t version; /* 1, or 2 (IQDB_SNAPSHOT_VERSION_REFS) */
+    uint64_t file_id; /* header; 0 in older files */
+    int self_homes;   /* after a load: homes were set into this file, as
+                         segment nsegs + 1 (iqdb__snapshot_load) */
     iqdb_snap_seg *segs; /* format 2: its SEGMENTS, after a load */
     uint32_t nsegs;
     uint32_t dim;
@@ -92,7 +95,16 @@ int iqdb__snapshot_write(iqdb *db, const char *dir,
 typedef struct iqdb_snap_job iqdb_snap_job;
 int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
                            uint64_t last_seq, iqdb_snap_job **out);
-int iqdb__snapshot_commit(const iqdb_snap_job *j, const char *dir);
+int iqdb__snapshot_commit(iqdb_snap_job *j, const char *dir);
+/* After a commit: the file's id (header), size, and where its VECTORS
+ * section starts (raw: slot i's vector at vec_off + i x stride x 4). */
+void iqdb__snapshot_job_file(const iqdb_snap_job *j, uint64_t *file_id,
+                             uint64_t *size, uint64_t *vec_off);
+/* After a commit without a codec: set home[i] (iqdb_store.home) of every
+ * slot live in the job whose vector the file holds (not in a hole) to
+ * its place in the file, as entry `entry` of the handle's log table. */
+void iqdb__snapshot_job_homes(const iqdb_snap_job *j, uint32_t entry,
+                              uint64_t *home);
 /* Non-zero (the default): commit writes aligned raw vector chunks with
  * O_DIRECT where the file system allows it. Tests turn it off to compare
  * the two paths; the files are byte-identical either way. */

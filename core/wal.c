@@ -376,7 +376,7 @@ static void *flusher_main(void *arg)
 
 /* ---- creating a WAL file ------------------------------------------------ */
 
-static uint64_t new_salt(uint64_t old)
+uint64_t iqdb__random_id(uint64_t old)
 {
     static uint64_t counter;
     uint64_t s = 0;
@@ -582,7 +582,7 @@ static int open_file(iqdb_wal *w, const iqdb_wal_options *o)
                                "WAL '%s': first sequence number %llu is "
                                "out of range",
                                w->path, (unsigned long long)w->base_seq);
-    w->salt = new_salt(0);
+    w->salt = iqdb__random_id(0);
     int fd;
     const char *op;
     if (create_file(w, w->salt, w->base_seq, &fd, &op) != 0) {
@@ -1298,7 +1298,7 @@ static int renew(iqdb_wal *w, const char *keep, const char *what)
                         w->path, what, kept, strerror(e));
         goto out;
     }
-    uint64_t salt = new_salt(w->salt);
+    uint64_t salt = iqdb__random_id(w->salt);
     int fd;
     const char *op;
     int r = create_file(w, salt, w->next_seq, &fd, &op);

@@ -238,6 +238,10 @@ int iqdb__wal_write_framed(iqdb_wal *w, unsigned char *buf, size_t len,
 /* The file's identity: its salt and the sequence number of its first
  * frame (header fields; both change at a reset or rotation). */
 void iqdb__wal_ident(iqdb_wal *w, uint64_t *salt, uint64_t *base);
+/* A random 64-bit value different from old (getrandom, or a mix of
+ * clock, pid and a counter when it has no entropy yet): log salts and
+ * snapshot file ids. */
+uint64_t iqdb__random_id(uint64_t old);
 /* Make every frame written so far durable. 0 or an error code. */
 int iqdb__wal_sync(iqdb_wal *w);
 

@@ -82,7 +82,8 @@ static void scrub(void)
     struct dirent *de;
     char p[600];
     while (dh != NULL && (de = readdir(dh)) != NULL)
-        if (strncmp(de->d_name, "seg.", 4) == 0) {
+        if (strncmp(de->d_name, "seg.", 4) == 0 ||
+            strncmp(de->d_name, "vec.", 4) == 0) {
             snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
             unlink(p);
         }
@@ -106,8 +107,11 @@ static void seg_name(const uint8_t *b, size_t n, char *name, size_t cap)
             break;
         }
     }
-    snprintf(name, cap, "%s/seg.%016llx.%016llx", dir,
-             (unsigned long long)base, (unsigned long long)salt);
+    if (base == 0) /* a kept snapshot */
+        snprintf(name, cap, "%s/vec.%016llx", dir, (unsigned long long)salt);
+    else
+        snprintf(name, cap, "%s/seg.%016llx.%016llx", dir,
+                 (unsigned long long)base, (unsigned long long)salt);
 }
 
 /* ---- seeds -------------------------------------------------------------- */

@@ -1551,7 +1551,8 @@ static unsigned char *let_go_and_copy_snapshot(const char *dir, size_t *n)
     struct dirent *de;
     int segs = 0;
     while ((de = readdir(dh)) != NULL) {
-        if (strncmp(de->d_name, "seg.", 4) != 0)
+        if (strncmp(de->d_name, "seg.", 4) != 0 &&
+            strncmp(de->d_name, "vec.", 4) != 0)
             continue;
         size_t sn;
         char from[1024], to[1024];
@@ -2767,8 +2768,9 @@ static int snap_version(const char *dir)
     return v;
 }
 
-/* The segment files in dir: how many, their total size, and the first
- * names (up to max, 64 bytes each). */
+/* The segment files in dir (kept logs "seg.*" and kept snapshots
+ * "vec.*"): how many, their total size, and the first names (up to max,
+ * 64 bytes each). */
 static int list_segments(const char *dir, char (*names)[64], int max,
                          uint64_t *bytes)
 {
@@ -2779,7 +2781,8 @@ static int list_segments(const char *dir, char (*names)[64], int max,
     if (bytes != NULL)
         *bytes = 0;
     while ((de = readdir(dh)) != NULL) {
-        if (strncmp(de->d_name, "seg.", 4) != 0)
+        if (strncmp(de->d_name, "seg.", 4) != 0 &&
+            strncmp(de->d_name, "vec.", 4) != 0)
             continue;
         if (n < max) {
             ck_assert_uint_lt(strlen(de->d_name), 64);
@@ -3262,6 +3265,59 @@ START_TEST(test_persist_segments_power_loss)
 }
 END_TEST
 
+static int old_kept_child(void *arg);
+
+/* A kept snapshot ("vec.<id>") that a format 2 snapshot reads vectors
+ * from is checked whole: every byte flip and every truncation of it fails
+ * the open with IQDB_ECORRUPT naming it, and changes nothing. */
+START_TEST(test_persist_segments_vec_damage)
+{
+    const char *dir = path("db");
+    iqdb_config *c = sconf(4096);
+    iqdb *db;
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_int_eq(sput_batch(db, 0, 20, 0), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    char vec[64];
+    iqdb__segment_name(vec, sizeof vec, 0, get_le64(b + 72));
+    free(b);
+    uint64_t next = 20;
+    in_child(old_kept_child, &next);
+    ck_assert_int_eq(snap_version(dir), 2);
+    snprintf(p, sizeof p, "%s/%s", dir, vec);
+    unsigned char *orig = slurp(p, &n), *bad = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(bad, orig, n);
+        bad[i] ^= 0x44;
+        spit(p, bad, n);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s", i, n,
+                      iqdb_errname(r));
+        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), vec));
+    }
+    for (size_t len = 0; len < n; len += 7) {
+        spit(p, orig, len);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
+    }
+    finding_log f;
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), IQDB_ECORRUPT);
+    ck_assert_str_eq(f.file, vec);
+    spit(p, orig, n);
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    for (uint64_t i = 0; i < iqdb_count(db); i++)
+        ck_assert_int_eq(scheck(db, i, 0), 1);
+    iqdb_close(db);
+    iqdb_config_free(c);
+    free(orig);
+    free(bad);
+}
+END_TEST
+
 /* A close (or flush) writes every vector and removes the segments also
  * when nothing was written since the automatic compaction that made
  * them. */
@@ -3290,10 +3346,28 @@ START_TEST(test_persist_segments_close_self_contained)
 }
 END_TEST
 
-/* Vectors a format 1 snapshot holds have no home: a chunk holding one
- * is written whole, and a compaction whose references would all be
- * cleared that way writes format 1 and names (and keeps) no segment. */
-START_TEST(test_persist_segments_none_when_unused)
+/* After a close, the format 1 snapshot is a home for the vectors it
+ * holds: the next session's automatic compaction keeps it as a segment
+ * ("vec.<id>") instead of writing them again, even where new records
+ * share an arena chunk with them; a close then writes every vector and
+ * removes it. */
+static int old_kept_child(void *arg)
+{
+    uint64_t *next = arg;
+    iqdb_config *c = sconf(4096);
+    iqdb *db;
+    if (iqdb_open(path("db"), c, &db) != 0)
+        return 1;
+    while (snap_version(path("db")) != 2) {
+        ck_assert_uint_lt(*next, 400);
+        ck_assert_int_eq(sput_batch(db, *next, 8, 0), 0);
+        *next += 8;
+        wait_compacted(path("db"));
+    }
+    return 0; /* killed, not closed: the format 2 snapshot stays */
+}
+
+START_TEST(test_persist_segments_old_snapshot_kept)
 {
     const char *dir = path("db");
     iqdb_config *c = sconf(4096);
@@ -3301,28 +3375,53 @@ START_TEST(test_persist_segments_none_when_unused)
     ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
     ck_assert_int_eq(sput_batch(db, 0, 20, 0), 0);
     ck_assert_int_eq(iqdb_close(db), 0);
-    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
-    /* The new records share the first arena chunk with the old. */
-    iqdb_stats st;
+    char p[600];
+    snprintf(p, sizeof p, "%s/snapshot", dir);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    uint64_t id = get_le64(b + 72);
+    free(b);
+    ck_assert_uint_ne(id, 0);
+    char vec[64];
+    iqdb__segment_name(vec, sizeof vec, 0, id);
+    /* A second session writes batches of 8 until an automatic
+     * compaction leaves a format 2 snapshot, and dies; how many it wrote
+     * is read back from the database below. */
     uint64_t next = 20;
-    int compactions = 0;
-    for (int k = 0; k < 40; k++) {
-        ck_assert_int_eq(iqdb_stat(db, &st), 0);
-        uint64_t before = st.wal_bytes;
-        ck_assert_int_eq(sput_batch(db, next, 8, 0), 0);
-        next += 8;
-        wait_compacted(dir);
-        ck_assert_int_eq(iqdb_stat(db, &st), 0);
-        compactions += st.wal_bytes < before;
-        ck_assert_int_eq(snap_version(dir), 1);
-        ck_assert_int_eq(list_segments(dir, NULL, 0, NULL), 0);
-    }
-    ck_assert_int_gt(compactions, 0);
-    ck_assert_int_eq(iqdb_close(db), 0);
-    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
-    for (uint64_t i = 0; i < next; i++)
+    in_child(old_kept_child, &next);
+    ck_assert_int_eq(snap_version(dir), 2);
+    ck_assert(file_exists(dir, vec));
+    /* No vector in the new snapshot: its vector section is a hole. */
+    b = slurp(p, &n);
+    const unsigned char *ent = sec_entry(b, IQDB_SEC_VECTORS);
+    uint64_t off = get_le64(ent + 8), len = get_le64(ent + 16);
+    unsigned char any = 0;
+    for (uint64_t k = 0; k < len; k++)
+        any |= b[off + k];
+    ck_assert_uint_eq(any, 0);
+    free(b);
+    /* Read-only, from the kept snapshot, the segments and the log. */
+    iqdb_config *ro = sconf(4096);
+    iqdb_config_set_readonly(ro, 1);
+    ck_assert_int_eq(iqdb_open(dir, ro, &db), 0);
+    uint64_t count = iqdb_count(db);
+    ck_assert_uint_ge(count, 28);
+    ck_assert_uint_eq(count % 4, 0);
+    for (uint64_t i = 0; i < count; i++)
         ck_assert_int_eq(scheck(db, i, 0), 1);
     iqdb_close(db);
+    /* A close writes every vector and removes the kept file. */
+    ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+    ck_assert_int_eq(iqdb_close(db), 0);
+    ck_assert(!file_exists(dir, vec));
+    ck_assert_int_eq(snap_version(dir), 1);
+    ck_assert_int_eq(list_segments(dir, NULL, 0, NULL), 0);
+    ck_assert_int_eq(iqdb_open(dir, ro, &db), 0);
+    ck_assert_uint_eq(iqdb_count(db), count);
+    for (uint64_t i = 0; i < count; i++)
+        ck_assert_int_eq(scheck(db, i, 0), 1);
+    iqdb_close(db);
+    iqdb_config_free(ro);
     iqdb_config_free(c);
 }
 END_TEST
@@ -3859,6 +3958,11 @@ START_TEST(test_persist_snapshot_direct)
         size_t n1, n0;
         unsigned char *b1 = slurp(s1, &n1), *b0 = slurp(s0, &n0);
         ck_assert_uint_eq(n1, n0);
+        /* Every byte but the random file id (and the header's CRC). */
+        ck_assert_uint_ge(n0, 128);
+        ck_assert_uint_ne(get_le64(b1 + 72), get_le64(b0 + 72));
+        memcpy(b1 + 72, b0 + 72, 8);
+        memcpy(b1 + 124, b0 + 124, 4);
         ck_assert_mem_eq(b1, b0, n0);
         if (k == 0 && can)
             ck_assert_int_lt(w1, w0); /* the chunks went as gathered runs */
@@ -3879,6 +3983,8 @@ START_TEST(test_persist_snapshot_direct)
                 size_t n2;
                 unsigned char *b2 = slurp(s1, &n2);
                 ck_assert_uint_eq(n2, n0);
+                memcpy(b2 + 72, b0 + 72, 8);
+                memcpy(b2 + 124, b0 + 124, 4);
                 ck_assert_mem_eq(b2, b0, n0);
                 free(b2);
                 fell_back++;
@@ -4531,7 +4637,8 @@ static Suite *persist_suite(void)
         {"segments_power_loss", test_persist_segments_power_loss},
         {"segments_close_self_contained",
          test_persist_segments_close_self_contained},
-        {"segments_none_when_unused", test_persist_segments_none_when_unused},
+        {"segments_old_snapshot_kept", test_persist_segments_old_snapshot_kept},
+        {"segments_vec_damage", test_persist_segments_vec_damage},
         {"segments_no_links", test_persist_segments_no_links},
         {"segments_crash_cycles", test_persist_segments_crash_cycles},
     };

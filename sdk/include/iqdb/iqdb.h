@@ -378,11 +378,12 @@ IQDB_API int iqdb_config_set_strict_recovery(iqdb_config *cfg, int strict);
  * snapshot of an automatic compaction is written by a thread the library
  * starts for it, while writes go on into a new log ("wal"; the old one
  * is kept as "wal.old" until the snapshot is in place). It leaves the
- * vectors where the log wrote them: the old log is kept as a segment
- * ("seg.<base>.<salt>") that the snapshot reads them from, until no live
- * vector lies in it or the segments would outgrow twice the live
- * vectors (then that compaction writes every vector, as iqdb_flush and
- * iqdb_close always do, and removes the segments). If writing it fails,
+ * vectors where they were written: the old log, and the snapshot being
+ * replaced for the vectors it holds, are kept as segments
+ * ("seg.<base>.<salt>", "vec.<id>") that the snapshot reads them from,
+ * until no live vector lies in them or the segments would outgrow twice
+ * the live vectors (then that compaction writes every vector, as
+ * iqdb_flush and iqdb_close always do, and removes the segments). If writing it fails,
  * later writes on the handle fail with IQDB_EREADONLY and a message
  * saying why, as after any failed write. */
 IQDB_API int iqdb_config_set_compact_bytes(iqdb_config *cfg, uint64_t bytes);
@@ -403,7 +404,7 @@ IQDB_API int iqdb_open_memory(const iqdb_config *cfg, iqdb **out);
  * absent; its parent must exist). The directory holds the snapshot
  * ("snapshot"), the write-ahead log ("wal", and "wal.old" while a
  * compaction writes its snapshot), the log segments an automatic
- * compaction's snapshot reads vectors from ("seg.*") and a lock file
+ * compaction's snapshot reads vectors from ("seg.*", "vec.*") and a lock file
  * ("LOCK").
  *
  * Creating: cfg gives dim, metric, index and parameters. Reopening: the

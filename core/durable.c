@@ -1461,6 +1461,8 @@ static int compact_begin(iqdb *db, iqdb_durable *d, compaction *c, int refs)
 {
     int r;
     memset(c, 0, sizeof *c);
+    /* No logged write waits to be applied here: the table may shrink. */
+    logs_compact(db, d);
     /* A "wal.old" still holding frames the snapshot lacks (a compaction
      * that failed, or a crash before one finished) must not be replaced:
      * this snapshot will hold them, and the log is not rotated. */
@@ -1543,8 +1545,14 @@ static int make_segments(iqdb_durable *d, const compaction *c)
     int r = 0;
     if (c->link_old)
         r = make_link(d, c, IQDB_WAL_OLD_FILE, c->link_name);
-    if (r == 0 && c->link_snap)
-        r = make_link(d, c, "snapshot", c->snap_name);
+    if (r == 0 && c->link_snap &&
+        (r = make_link(d, c, "snapshot", c->snap_name)) != 0 && c->link_old) {
+        /* No snapshot will name the first link: take it back (the next
+         * writable open would remove it otherwise). */
+        char p[4096];
+        if (join(p, sizeof p, d->dir, c->link_name) == 0)
+            iqdb__io()->unlink(p);
+    }
     if (r != 0)
         return r;
     if (iqdb__io()->fsync_dir(d->dir) != 0) {

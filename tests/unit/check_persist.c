@@ -3472,6 +3472,50 @@ START_TEST(test_persist_segments_no_links)
 }
 END_TEST
 
+/* The same on a reopened database, whose compactions link the replaced
+ * snapshot after wal.old: whichever link is refused, nothing is left
+ * behind a close, and every acknowledged batch is there. */
+START_TEST(test_persist_segments_no_links_reopened)
+{
+    int fell_back = 0;
+    for (long k = 0; k < 8; k++) {
+        teardown();
+        setup();
+        const char *dir = path("db");
+        iqdb_config *c = sconf(4096);
+        iqdb *db;
+        ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+        ck_assert_int_eq(sput_batch(db, 0, 24, 0), 0);
+        ck_assert_int_eq(iqdb_close(db), 0);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+        iqdb__io_fail_nth(IQDB_IO_OP_RENAME, k, EPERM);
+        uint64_t acked = 24;
+        for (uint64_t i = 24; i < 160; i += 8) {
+            if (sput_batch(db, i, 8, 0) != 0)
+                break;
+            acked = i + 8;
+            for (int t = 0; t < 200 && file_exists(dir, "wal.old"); t++)
+                usleep(2500);
+        }
+        int r = iqdb_close(db);
+        if (acked == 160) {
+            ck_assert_int_eq(r, 0);
+            fell_back += list_segments(dir, NULL, 0, NULL) == 0;
+        }
+        iqdb__io_reset();
+        if (r == 0)
+            ck_assert_msg(list_segments(dir, NULL, 0, NULL) == 0,
+                          "k %ld: segments left behind a close", k);
+        ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
+        for (uint64_t i = 0; i < acked; i++)
+            ck_assert_int_eq(scheck(db, i, 0), 1);
+        iqdb_close(db);
+        iqdb_config_free(c);
+    }
+    ck_assert_int_ge(fell_back, 1);
+}
+END_TEST
+
 /* SIGKILL a writer of batches at random moments, many times, on one
  * database that is never closed (checked through read-only opens), so
  * automatic compactions keep segments across the writers and kills land
@@ -4640,6 +4684,7 @@ static Suite *persist_suite(void)
         {"segments_old_snapshot_kept", test_persist_segments_old_snapshot_kept},
         {"segments_vec_damage", test_persist_segments_vec_damage},
         {"segments_no_links", test_persist_segments_no_links},
+        {"segments_no_links_reopened", test_persist_segments_no_links_reopened},
         {"segments_crash_cycles", test_persist_segments_crash_cycles},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

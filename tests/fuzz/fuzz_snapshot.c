@@ -172,17 +172,27 @@ static void seed_db(const char *out, const char *name, const char *codec,
 
 /* A format 2 snapshot and its first segment, taken while the database
  * that an automatic compaction made them for is still open (a close
- * would write format 1). */
-static void seed_segments(const char *out)
+ * would write format 1). With `kept`, the database was closed with a
+ * few records first, so the first segment is likely the kept snapshot
+ * ("vec.*") rather than a log. */
+static void seed_segments(const char *out, int kept)
 {
     char d[400], sp[500], gp[600];
-    snprintf(d, sizeof d, "%s/db-segments", out);
+    snprintf(d, sizeof d, "%s/db-segments%s", out, kept ? "-kept" : "");
     iqdb_config *c = iqdb_config_new(16, IQDB_METRIC_EUCLIDEAN);
     iqdb_config_set_compact_bytes(c, 2048);
     iqdb *db;
     int r = iqdb_open(d, c, &db);
     if (r != 0)
         fz_die("seed iqdb_open", r);
+    if (kept) {
+        float w[16] = {1, 2, 3};
+        for (uint64_t i = 1000; i < 1010; i++)
+            if ((r = iqdb_upsert(db, iqdb_id_u64(i), w, 16, NULL)) != 0)
+                fz_die("seed iqdb_upsert", r);
+        if ((r = iqdb_close(db)) != 0 || (r = iqdb_open(d, c, &db)) != 0)
+            fz_die("seed reopen", r);
+    }
     iqdb_config_free(c);
     snprintf(sp, sizeof sp, "%s/snapshot", d);
     float v[16];
@@ -222,7 +232,8 @@ static void seed_segments(const char *out)
     memcpy(b + 5 + n, seg, gn);
     for (int flags = 4; flags < 6; flags++) {
         char op[500];
-        snprintf(op, sizeof op, "%s/seed-segments-%d", out, flags);
+        snprintf(op, sizeof op, "%s/seed-segments%s-%d", out,
+                 kept ? "-kept" : "", flags);
         b[0] = (uint8_t)flags;
         fz_spit(op, b, 1 + 4 + n + gn);
     }
@@ -242,7 +253,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         seed_db(seeds, "zstd", "zstd", NULL, 3);
         seed_db(seeds, "lz4", "lz4", NULL, 20);
         seed_db(seeds, "hnsw", NULL, "hnsw", 4);
-        seed_segments(seeds);
+        seed_segments(seeds, 0);
+        seed_segments(seeds, 1);
         printf("seeds written to %s\n", seeds);
         exit(0);
     }

@@ -45,8 +45,8 @@ static const char *label_name(int generated, unsigned c)
 }
 
 /* Remove a database directory made by an earlier demo (its known files
- * only: a killed run may leave wal.old and log segments; anything else
- * stops the removal). */
+ * only: a killed run may leave wal.old and segments, seg.* and vec.*;
+ * anything else stops the removal). */
 static int remove_db(const char *dir)
 {
     static const char *const files[] = {"snapshot", "wal", "wal.old",
@@ -62,7 +62,8 @@ static int remove_db(const char *dir)
     DIR *dh = opendir(dir);
     struct dirent *de;
     while (dh != NULL && (de = readdir(dh)) != NULL) {
-        if (strncmp(de->d_name, "seg.", 4) != 0)
+        if (strncmp(de->d_name, "seg.", 4) != 0 &&
+            strncmp(de->d_name, "vec.", 4) != 0)
             continue;
         snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
         if (unlink(p) != 0 && errno != ENOENT) {

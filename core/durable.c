@@ -1625,8 +1625,8 @@ static void compact_end(iqdb *db, iqdb_durable *d, compaction *c, int r)
     d->no_links |= c->no_links;
     /* The new file is a home for the vectors it holds raw (the slots
      * live at its start: pinned till now, so none was reused). */
-    uint64_t id, size, voff;
-    iqdb__snapshot_job_file(c->job, &id, &size, &voff);
+    uint64_t id, size;
+    iqdb__snapshot_job_file(c->job, &id, &size);
     if (d->codec == NULL) {
         uint32_t e = log_add(d, 0, id, size, LOG_SNAP);
         iqdb__snapshot_job_homes(c->job, e, db->store.home);

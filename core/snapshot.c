@@ -317,17 +317,24 @@ static void w_pad_to(writer *w, uint64_t align)
     }
 }
 
+/* Start section s of type at the next multiple of align. */
+static void w_open_section(writer *w, section *s, uint32_t type,
+                           uint32_t codec_id, uint64_t align)
+{
+    s->type = type;
+    s->codec = codec_id;
+    s->crc = 0;
+    s->aux = 0;
+    w_pad_to(w, align);
+    s->offset = w->off;
+}
+
 /* Write buf as one section, compressed with codec when that helps. */
 static void w_section(writer *w, section *s, uint32_t type, const void *raw,
                       size_t len, const iqdb_codec_ops *codec, int level)
 {
-    s->type = type;
+    w_open_section(w, s, type, 0, 8);
     s->raw = len;
-    s->crc = 0;
-    s->codec = 0;
-    s->aux = 0;
-    w_pad_to(w, 8);
-    s->offset = w->off;
     if (codec != NULL && len > 0 && w->err == 0) {
         size_t cap = codec->bound(len), out = 0;
         void *dst = cap ? iqdb__malloc(cap) : NULL;
@@ -457,13 +464,9 @@ static void w_vectors(writer *w, section *sec, iqdb_snap_job *j)
     float *stage = NULL;
     unsigned char *packed = NULL;
     size_t cap = 0;
-    sec->type = IQDB_SEC_VECTORS;
-    sec->codec = codec ? codec->id : 0;
-    sec->crc = 0;
-    sec->aux = 0;
     /* Raw, the section is the arena's layout, page-aligned for mapping. */
-    w_pad_to(w, codec ? 8 : PAGE);
-    sec->offset = w->off;
+    w_open_section(w, sec, IQDB_SEC_VECTORS, codec ? codec->id : 0,
+                   codec ? 8 : PAGE);
     j->vec_off = w->off;
     if (codec != NULL && j->limit > 0 &&
         ((cap = codec->bound(per * vbytes)) == 0 ||
@@ -539,12 +542,7 @@ static void w_vectors(writer *w, section *sec, iqdb_snap_job *j)
 static void w_refs(writer *w, section *sec, const iqdb_snap_job *j)
 {
     unsigned char buf[8192];
-    sec->type = IQDB_SEC_REFS;
-    sec->codec = 0;
-    sec->crc = 0;
-    sec->aux = 0;
-    w_pad_to(w, 8);
-    sec->offset = w->off;
+    w_open_section(w, sec, IQDB_SEC_REFS, 0, 8);
     for (uint64_t i = 0; i < j->limit && w->err == 0;) {
         size_t k = 0;
         for (; k < sizeof buf / 8 && i < j->limit; k++, i++)
@@ -618,11 +616,10 @@ void iqdb__segment_name(char *buf, size_t cap, uint64_t base, uint64_t salt)
 }
 
 void iqdb__snapshot_job_file(const iqdb_snap_job *j, uint64_t *file_id,
-                             uint64_t *size, uint64_t *vec_off)
+                             uint64_t *size)
 {
     *file_id = j->file_id;
     *size = j->file_size;
-    *vec_off = j->vec_off;
 }
 
 void iqdb__snapshot_job_homes(const iqdb_snap_job *j, uint32_t entry,
@@ -1430,7 +1427,8 @@ static int load_refs(iqdb_snapshot *sn, const uint64_t *live, uint64_t **out)
  * for reading. */
 /* The checksum of section s's stored bytes, read a megabyte at a time
  * (a kept snapshot's sections are only checked, never decoded). */
-static int stored_crc_ok(iqdb_snapshot *sn, const iqdb_snap_section *s)
+static int stored_crc_ok(iqdb_snapshot *sn, const iqdb_snap_section *s,
+                         const char *why)
 {
     size_t cap = (size_t)1 << 20;
     unsigned char *buf = iqdb__malloc(cap);
@@ -1446,7 +1444,7 @@ static int stored_crc_ok(iqdb_snapshot *sn, const iqdb_snap_section *s)
     }
     iqdb__free(buf);
     if (r == 0 && crc != s->crc)
-        r = corrupt(NULL, sn->path, s->offset, "section checksum mismatch");
+        r = corrupt(NULL, sn->path, s->offset, why);
     return r;
 }
 
@@ -1477,7 +1475,7 @@ static int check_vec_file(const iqdb_snapshot *sn, const char *path,
             why = "does not hold raw vectors of this dimension";
     }
     for (uint32_t i = 0; r == 0 && why == NULL && i < v->nsec; i++)
-        r = stored_crc_ok(v, &v->sec[i]);
+        r = stored_crc_ok(v, &v->sec[i], "section checksum mismatch");
     if (r == 0 && why == NULL) {
         *lo = vs->offset;
         *hi = vs->offset + vs->stored;
@@ -1657,17 +1655,7 @@ int iqdb__snapshot_verify(iqdb_snapshot *sn, const iqdb_snap_section *s,
         return iqdb__set_error(NULL, IQDB_ENOMEM, "snapshot: out of memory");
     int r = 0;
     if (s->codec == 0) {
-        uint32_t crc = 0;
-        for (uint64_t at = 0; at < s->stored && r == 0;) {
-            size_t n = s->stored - at < per * vbytes ? (size_t)(s->stored - at)
-                                                     : per * vbytes;
-            r = read_exact(sn->fd, buf, n, s->offset + at, sn->path, NULL);
-            crc = iqdb__crc32c(crc, buf, n);
-            at += n;
-        }
-        if (r == 0 && crc != s->crc)
-            r = corrupt(NULL, sn->path, s->offset,
-                        "vector section checksum mismatch");
+        r = stored_crc_ok(sn, s, "vector section checksum mismatch");
     } else {
         void *packed = NULL;
         r = read_stored(sn, s, &packed);

@@ -96,10 +96,9 @@ typedef struct iqdb_snap_job iqdb_snap_job;
 int iqdb__snapshot_prepare(iqdb *db, const iqdb_codec_ops *codec, int level,
                            uint64_t last_seq, iqdb_snap_job **out);
 int iqdb__snapshot_commit(iqdb_snap_job *j, const char *dir);
-/* After a commit: the file's id (header), size, and where its VECTORS
- * section starts (raw: slot i's vector at vec_off + i x stride x 4). */
+/* After a commit: the file's id (header) and size. */
 void iqdb__snapshot_job_file(const iqdb_snap_job *j, uint64_t *file_id,
-                             uint64_t *size, uint64_t *vec_off);
+                             uint64_t *size);
 /* After a commit without a codec: set home[i] (iqdb_store.home) of every
  * slot live in the job whose vector the file holds (not in a hole) to
  * its place in the file, as entry `entry` of the handle's log table. */

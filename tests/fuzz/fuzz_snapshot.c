@@ -45,6 +45,7 @@
 #include "durable_int.h"
 #include "fuzz_util.h"
 #include "iqdb_int.h"
+#include "snapshot_int.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -107,11 +108,9 @@ static void seg_name(const uint8_t *b, size_t n, char *name, size_t cap)
             break;
         }
     }
-    if (base == 0) /* a kept snapshot */
-        snprintf(name, cap, "%s/vec.%016llx", dir, (unsigned long long)salt);
-    else
-        snprintf(name, cap, "%s/seg.%016llx.%016llx", dir,
-                 (unsigned long long)base, (unsigned long long)salt);
+    char seg[64];
+    iqdb__segment_name(seg, sizeof seg, base, salt);
+    snprintf(name, cap, "%s/%s", dir, seg);
 }
 
 /* ---- seeds -------------------------------------------------------------- */

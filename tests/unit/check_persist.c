@@ -774,36 +774,62 @@ static void small_db(const char *codec)
     ck_assert_int_eq(iqdb_close(db), 0);
 }
 
+/* Every single-byte flip (xor mask) of the first `flips` bytes of file,
+ * and every step-th truncation to below `truncs` bytes: an open of dir
+ * with c fails with IQDB_ECORRUPT, its message naming `name` when given,
+ * and (with unchanged) leaves the file as it found it. The file is
+ * restored at the end. */
+static void damage_sweep(const char *dir, const char *file, iqdb_config *c,
+                         size_t flips, unsigned char mask, size_t truncs,
+                         size_t step, const char *name, int unchanged)
+{
+    size_t n;
+    unsigned char *orig = slurp(file, &n), *bad = malloc(n);
+    ck_assert_uint_le(flips, n);
+    ck_assert_uint_le(truncs, n);
+    iqdb *db;
+    for (size_t i = 0; i < flips; i++) {
+        memcpy(bad, orig, n);
+        bad[i] ^= mask;
+        spit(file, bad, n);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s (%s)", i,
+                      flips, iqdb_errname(r), iqdb_errmsg(NULL));
+        if (name != NULL)
+            ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), name));
+        if (unchanged) {
+            size_t m;
+            unsigned char *now = slurp(file, &m);
+            ck_assert(m == n && memcmp(now, bad, n) == 0);
+            free(now);
+        }
+    }
+    for (size_t len = 0; len < truncs; len += step) {
+        spit(file, orig, len);
+        int r = iqdb_open(dir, c, &db);
+        ck_assert_msg(r == IQDB_ECORRUPT, "truncated to %zu: %s", len,
+                      iqdb_errname(r));
+    }
+    spit(file, orig, n);
+    free(orig);
+    free(bad);
+}
+
 static void corruption_sweep(const char *codec)
 {
     small_db(codec);
     char snap[600];
     snprintf(snap, sizeof snap, "%s/snapshot", path("db"));
     size_t n;
-    unsigned char *orig = slurp(snap, &n), *bad = malloc(n);
+    free(slurp(snap, &n));
+    iqdb_config *c = conf(codec, IQDB_FSYNC_ALWAYS);
+    /* Every single-byte flip, every truncation. */
+    damage_sweep(path("db"), snap, c, n, 0x5a, n, 1, NULL, 0);
+    iqdb_config_free(c);
     iqdb *db;
-    /* Every single-byte flip. */
-    for (size_t i = 0; i < n; i++) {
-        memcpy(bad, orig, n);
-        bad[i] ^= 0x5a;
-        spit(snap, bad, n);
-        int r = open_db(path("db"), codec, &db);
-        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s (%s)", i, n,
-                      iqdb_errname(r), iqdb_errmsg(NULL));
-    }
-    /* Every truncation. */
-    for (size_t len = 0; len < n; len++) {
-        spit(snap, orig, len);
-        int r = open_db(path("db"), codec, &db);
-        ck_assert_msg(r == IQDB_ECORRUPT, "truncated to %zu: %s", len,
-                      iqdb_errname(r));
-    }
-    spit(snap, orig, n);
     ck_assert_int_eq(open_db(path("db"), codec, &db), 0);
     ck_assert_uint_eq(iqdb_count(db), 5);
     iqdb_close(db);
-    free(orig);
-    free(bad);
 }
 
 
@@ -2958,33 +2984,19 @@ START_TEST(test_persist_segments_damage)
     uint64_t need = seg_needs(dir, 0, name);
     snprintf(p, sizeof p, "%s/%s", dir, name);
     size_t n;
-    unsigned char *orig = slurp(p, &n), *bad = malloc(n), *now;
+    unsigned char *orig = slurp(p, &n), *bad = malloc(n);
     ck_assert_uint_le(need, n);
     ck_assert_uint_gt(need, IQDB_WAL_HDR_SIZE);
     iqdb_config *c = sconf(2048);
     iqdb *db;
-    for (uint64_t i = 0; i < need; i++) {
-        memcpy(bad, orig, n);
-        bad[i] ^= 0x21;
-        spit(p, bad, n);
-        int r = iqdb_open(dir, c, &db);
-        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %llu of %llu: %s",
-                      (unsigned long long)i, (unsigned long long)need,
-                      iqdb_errname(r));
-        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), name));
-        size_t m;
-        now = slurp(p, &m);
-        ck_assert(m == n && memcmp(now, bad, n) == 0);
-        free(now);
-    }
+    damage_sweep(dir, p, c, (size_t)need, 0x21, (size_t)need, 1, name, 1);
+    memcpy(bad, orig, n);
+    bad[need - 1] ^= 0x21;
+    spit(p, bad, n);
     finding_log fl;
     memset(&fl, 0, sizeof fl);
     ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &fl), IQDB_ECORRUPT);
     ck_assert_str_eq(fl.file, name);
-    for (uint64_t len = 0; len < need; len++) {
-        spit(p, orig, (size_t)len);
-        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
-    }
     /* Another log under its name (a different salt). */
     memcpy(bad, orig, n);
     bad[16] ^= 1;
@@ -3020,30 +3032,14 @@ START_TEST(test_persist_segments_snapshot_flips)
     char snap[600];
     snprintf(snap, sizeof snap, "%s/snapshot", dir);
     size_t n;
-    unsigned char *orig = slurp(snap, &n), *bad = malloc(n);
+    free(slurp(snap, &n));
     iqdb_config *c = sconf(2048);
+    damage_sweep(dir, snap, c, n, 0x5a, n, 1, NULL, 0);
     iqdb *db;
-    for (size_t i = 0; i < n; i++) {
-        memcpy(bad, orig, n);
-        bad[i] ^= 0x5a;
-        spit(snap, bad, n);
-        int r = iqdb_open(dir, c, &db);
-        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s (%s)", i, n,
-                      iqdb_errname(r), iqdb_errmsg(NULL));
-    }
-    for (size_t len = 0; len < n; len++) {
-        spit(snap, orig, len);
-        int r = iqdb_open(dir, c, &db);
-        ck_assert_msg(r == IQDB_ECORRUPT, "truncated to %zu: %s", len,
-                      iqdb_errname(r));
-    }
-    spit(snap, orig, n);
     ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
     ck_assert_uint_eq(iqdb_count(db), 24);
     iqdb_close(db);
     iqdb_config_free(c);
-    free(orig);
-    free(bad);
 }
 END_TEST
 
@@ -3289,20 +3285,9 @@ START_TEST(test_persist_segments_vec_damage)
     in_child(old_kept_child, &next);
     ck_assert_int_eq(snap_version(dir), 2);
     snprintf(p, sizeof p, "%s/%s", dir, vec);
-    unsigned char *orig = slurp(p, &n), *bad = malloc(n);
-    for (size_t i = 0; i < n; i++) {
-        memcpy(bad, orig, n);
-        bad[i] ^= 0x44;
-        spit(p, bad, n);
-        int r = iqdb_open(dir, c, &db);
-        ck_assert_msg(r == IQDB_ECORRUPT, "flip at %zu of %zu: %s", i, n,
-                      iqdb_errname(r));
-        ck_assert_ptr_nonnull(strstr(iqdb_errmsg(NULL), vec));
-    }
-    for (size_t len = 0; len < n; len += 7) {
-        spit(p, orig, len);
-        ck_assert_int_eq(iqdb_open(dir, c, &db), IQDB_ECORRUPT);
-    }
+    unsigned char *orig = slurp(p, &n);
+    damage_sweep(dir, p, c, n, 0x44, n, 7, vec, 0);
+    spit(p, orig, n - 1); /* cut short */
     finding_log f;
     memset(&f, 0, sizeof f);
     ck_assert_int_eq(iqdb_check(dir, NULL, log_finding, &f), IQDB_ECORRUPT);
@@ -3314,7 +3299,6 @@ START_TEST(test_persist_segments_vec_damage)
     iqdb_close(db);
     iqdb_config_free(c);
     free(orig);
-    free(bad);
 }
 END_TEST
 
@@ -3426,6 +3410,23 @@ START_TEST(test_persist_segments_old_snapshot_kept)
 }
 END_TEST
 
+/* Batches of 8 records from `from` until `to` or the first refused
+ * one, each followed by a short wait for a compaction it started (which
+ * may fail and leave wal.old): the end of the acknowledged ones. */
+static uint64_t batches_until_refused(iqdb *db, const char *dir,
+                                      uint64_t from, uint64_t to)
+{
+    uint64_t acked = from;
+    for (uint64_t i = from; i < to; i += 8) {
+        if (sput_batch(db, i, 8, 0) != 0)
+            break;
+        acked = i + 8;
+        for (int t = 0; t < 200 && file_exists(dir, "wal.old"); t++)
+            usleep(2500);
+    }
+    return acked;
+}
+
 /* A file system that refuses hard links (EPERM from link, as on FAT):
  * the compaction writes every vector instead, and the handle keeps
  * working and stops trying. Any other rename-class failure stops the
@@ -3441,14 +3442,7 @@ START_TEST(test_persist_segments_no_links)
         iqdb *db;
         ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
         iqdb__io_fail_nth(IQDB_IO_OP_RENAME, k, EPERM);
-        uint64_t acked = 0;
-        for (uint64_t i = 0; i < 160; i += 8) {
-            if (sput_batch(db, i, 8, 0) != 0)
-                break;
-            acked = i + 8;
-            for (int t = 0; t < 200 && file_exists(dir, "wal.old"); t++)
-                usleep(2500);
-        }
+        uint64_t acked = batches_until_refused(db, dir, 0, 160);
         if (acked == 160) {
             /* Only a refused link leaves the handle writing: then no
              * compaction made a segment. */
@@ -3489,14 +3483,7 @@ START_TEST(test_persist_segments_no_links_reopened)
         ck_assert_int_eq(iqdb_close(db), 0);
         ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
         iqdb__io_fail_nth(IQDB_IO_OP_RENAME, k, EPERM);
-        uint64_t acked = 24;
-        for (uint64_t i = 24; i < 160; i += 8) {
-            if (sput_batch(db, i, 8, 0) != 0)
-                break;
-            acked = i + 8;
-            for (int t = 0; t < 200 && file_exists(dir, "wal.old"); t++)
-                usleep(2500);
-        }
+        uint64_t acked = batches_until_refused(db, dir, 24, 160);
         int r = iqdb_close(db);
         if (acked == 160) {
             ck_assert_int_eq(r, 0);
@@ -3680,16 +3667,7 @@ START_TEST(test_persist_segments_faults)
             ck_assert_int_eq(iqdb_open(dir, c, &db), 0);
             iqdb__io_fail_nth(ops[o], ops[o] == IQDB_IO_OP_RENAME ? k : k * 5,
                               EIO);
-            uint64_t acked = 0;
-            for (uint64_t i = 0; i < 240; i += 8) {
-                if (sput_batch(db, i, 8, 0) != 0)
-                    break;
-                acked = i + 8;
-                /* Give each compaction time to finish (it may fail and
-                 * leave wal.old) before the next write. */
-                for (int t = 0; t < 200 && file_exists(dir, "wal.old"); t++)
-                    usleep(2500);
-            }
+            uint64_t acked = batches_until_refused(db, dir, 0, 240);
             linked += list_segments(dir, NULL, 0, NULL) > 0;
             iqdb_close(db);
             iqdb__io_reset();
